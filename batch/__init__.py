@@ -1,0 +1,1 @@
+"""Batch jobs on archived windows: drift reports, heatmaps, explanations."""

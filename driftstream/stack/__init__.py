@@ -1,0 +1,1 @@
+"""The local stack: real servers started as plain processes, no Docker."""

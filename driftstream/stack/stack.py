@@ -1,0 +1,133 @@
+"""``driftstream stack up | down | status | logs``: the local stack as a whole.
+
+``up`` is idempotent (a healthy component is left alone); ``down`` stops exactly the
+processes ``up`` recorded in pid files, in reverse order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from driftstream.settings import Settings
+from driftstream.stack import process
+from driftstream.stack.components import (
+    AlertmanagerComponent,
+    Component,
+    KafkaComponent,
+    PrometheusComponent,
+    SeaweedComponent,
+)
+from driftstream.stack.process import StackError
+
+CORE = ["kafka", "s3", "prometheus", "alertmanager"]
+
+# Later stages register their processes here (name -> factory), in start order.
+APP_COMPONENTS: dict[str, Callable[[Settings], Component]] = {}
+
+
+def core_components(settings: Settings) -> list[Component]:
+    s = settings
+    return [
+        KafkaComponent("kafka", s, {"kafka_port": s.kafka_port, "kafka_controller_port": s.kafka_controller_port},
+                       start_timeout_s=90),
+        SeaweedComponent("s3", s, {
+            "s3_port": s.s3_port, "s3_master_port": s.s3_master_port, "s3_volume_port": s.s3_volume_port,
+            "s3_filer_port": s.s3_filer_port, "s3_admin_port": s.s3_admin_port,
+        }),
+        PrometheusComponent("prometheus", s, {"prometheus_port": s.prometheus_port}),
+        AlertmanagerComponent("alertmanager", s, {"alertmanager_port": s.alertmanager_port}),
+    ]
+
+
+def all_components(settings: Settings) -> list[Component]:
+    from driftstream.stack import app_components  # noqa: F401  (registers the app processes)
+
+    return core_components(settings) + [factory(settings) for factory in APP_COMPONENTS.values()]
+
+
+def select(settings: Settings, names: list[str] | None) -> list[Component]:
+    comps = all_components(settings)
+    if not names:
+        return comps
+    known = {c.name for c in comps}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise StackError(f"unknown component(s) {unknown}; known: {sorted(known)}")
+    return [c for c in comps if c.name in names]
+
+
+@dataclass
+class ComponentStatus:
+    name: str
+    healthy: bool
+    endpoint: str
+    pid: int | None
+    running: bool
+    log: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"healthy": self.healthy, "endpoint": self.endpoint, "pid": self.pid,
+                "running": self.running, "log": self.log}
+
+
+def status_of(comp: Component) -> ComponentStatus:
+    rec = process.read_pid(comp.pid_file)
+    running = bool(rec and rec.alive())
+    return ComponentStatus(comp.name, running and comp.healthy(), comp.endpoint,
+                           rec.pid if running and rec else None, running, str(comp.log_file))
+
+
+def _check_ports(comp: Component) -> None:
+    for setting, port in comp.ports.items():
+        if not process.port_free(comp.settings.host, port):
+            env = "DRIFTSTREAM_" + setting.upper()
+            raise StackError(
+                f"{comp.name}: port {port} on {comp.settings.host} is already in use. "
+                f"Fix: stop whatever listens there, or set {env} to a free port."
+            )
+
+
+def start(comp: Component, log: Callable[[str], None] = print) -> ComponentStatus:
+    st = status_of(comp)
+    if st.healthy:
+        log(f"{comp.name:14s} already running (pid {st.pid})")
+        return st
+    rec = process.read_pid(comp.pid_file)
+    if not (rec and rec.alive()):
+        _check_ports(comp)
+        comp.prepare()
+        rec = process.spawn(comp.command(), pid_file=comp.pid_file, log_file=comp.log_file, env=comp.env(),
+                            cwd=comp.settings.abs_state_dir)
+        log(f"{comp.name:14s} started (pid {rec.pid})")
+    deadline = time.monotonic() + comp.start_timeout_s
+    while time.monotonic() < deadline:
+        if not rec.alive():
+            tail = comp.log_file.read_text(errors="replace")[-2000:] if comp.log_file.exists() else ""
+            raise StackError(f"{comp.name}: exited during start-up. Log {comp.log_file}:\n{tail}")
+        if comp.healthy():
+            comp.after_start()
+            return status_of(comp)
+        time.sleep(0.3)
+    raise StackError(f"{comp.name}: not healthy after {comp.start_timeout_s:.0f}s; see {comp.log_file}")
+
+
+def up(settings: Settings, names: list[str] | None = None, log: Callable[[str], None] = print) -> None:
+    settings.abs_state_dir.mkdir(parents=True, exist_ok=True)
+    for comp in select(settings, names):
+        start(comp, log)
+
+
+def down(settings: Settings, names: list[str] | None = None, log: Callable[[str], None] = print) -> None:
+    for comp in reversed(select(settings, names)):
+        rec = process.read_pid(comp.pid_file)
+        if rec and rec.alive():
+            process.stop(rec)
+            log(f"{comp.name:14s} stopped (pid {rec.pid})")
+        comp.pid_file.unlink(missing_ok=True)
+
+
+def status(settings: Settings, names: list[str] | None = None) -> dict[str, ComponentStatus]:
+    return {c.name: status_of(c) for c in select(settings, names)}

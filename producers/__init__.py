@@ -1,0 +1,1 @@
+"""The publishing side: event contracts, the Kafka publisher, traffic generators."""
