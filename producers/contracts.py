@@ -13,10 +13,10 @@ Every event is tagged with ``kind`` (name and schema version) and carries a uniq
 ...     image=ImageProperties(1.0, 4096.0, 0.5, 0.2, 0.33, 0.33, 0.34))
 >>> decode(DetectorPrediction, encode(ev)) == ev
 True
->>> decode(DetectorPrediction, b'{"kind": "detector.prediction/v1"}')
+>>> decode(DetectorPrediction, b'{"kind": "detector.prediction/v1", "event_id": 5}')
 Traceback (most recent call last):
 ...
-producers.contracts.ContractError: Object missing required field `event_id`
+producers.contracts.ContractError: Expected `str`, got `int` - at `$.event_id`
 """
 
 from __future__ import annotations

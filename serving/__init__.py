@@ -1,0 +1,1 @@
+"""Model serving: BentoML services and the models they load."""
