@@ -1,9 +1,53 @@
-"""Sub-commands of the pipeline's stages (services, workers, traffic, reports)."""
+"""Sub-commands of the pipeline's stages (services, workers, traffic, references, reports)."""
 
 from __future__ import annotations
 
 import argparse
 
+from driftstream.settings import get_settings
+
+
+def cmd_stream_worker(args: argparse.Namespace) -> int:
+    from stream_apps.worker import run
+
+    run(args.app, get_settings(), loglevel=args.loglevel)
+    return 0
+
+
+def cmd_alerts_receiver(args: argparse.Namespace) -> int:
+    from driftstream.alerts_receiver import serve
+    from driftstream.stack.app_components import alerts_record_path
+
+    s = get_settings()
+    serve(s.host, s.alerts_receiver_port, alerts_record_path(s))
+    return 0
+
+
+def cmd_alerts_list(args: argparse.Namespace) -> int:
+    import json
+
+    from driftstream.alerts_receiver import read_alerts
+    from driftstream.stack.app_components import alerts_record_path
+
+    for a in read_alerts(alerts_record_path(get_settings())):
+        print(json.dumps(a) if args.json else f"{a.get('received_at')}  {a.get('path'):8s} {a.get('status'):9s} "
+              f"{a.get('alertname')}  {a.get('labels', {}).get('service', '')}")
+    return 0
+
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the stage commands to the ``driftstream`` parser."""
+    stream_p = sub.add_parser("stream", help="stream processors (Faust)")
+    stream_sub = stream_p.add_subparsers(dest="stream_command", required=True)
+    w = stream_sub.add_parser("worker", help="run one app's worker (state restored from changelogs)")
+    w.add_argument("app", choices=["detector", "recommender"])
+    w.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
+    w.set_defaults(func=cmd_stream_worker)
+
+    alerts_p = sub.add_parser("alerts", help="alert notifications")
+    alerts_sub = alerts_p.add_subparsers(dest="alerts_command", required=True)
+    alerts_sub.add_parser("receiver", help="record Alertmanager webhooks (pager and email routes)").set_defaults(
+        func=cmd_alerts_receiver)
+    al = alerts_sub.add_parser("list", help="alerts the local receiver recorded")
+    al.add_argument("--json", action="store_true")
+    al.set_defaults(func=cmd_alerts_list)

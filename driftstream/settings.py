@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -46,6 +46,16 @@ class Settings(BaseSettings):
     alertmanager_port: int = Field(19093, description="Alertmanager HTTP port.")
     scrape_interval: str = Field("2s", description="Prometheus scrape interval.")
     evaluation_interval: str = Field("2s", description="Prometheus rule evaluation interval.")
+
+    # --- alert receivers (secrets: set them in the environment or .env, never commit them) ---
+    smtp_host: str | None = Field(None, description="SMTP relay host:port for medium/low alerts (email).")
+    smtp_user: str | None = Field(None, description="SMTP user.")
+    smtp_password: SecretStr | None = Field(None, description="SMTP password (written to a 0600 file).")
+    smtp_from: str | None = Field(None, description="Sender address of alert email.")
+    alert_email_to: str | None = Field(None, description="Recipient of medium/low alerts.")
+    pager_webhook_url: str | None = Field(None, description="Pager webhook for critical alerts.")
+    summary_interval_s: float = Field(3600.0, gt=0, description="Period of the batch summary job.")
+    publish_enabled: bool = Field(True, description="Services publish events (off only for benchmarks).")
 
     # --- services and workers --------------------------------------------------------
     detector_port: int = Field(13000, description="Detector BentoML service port.")

@@ -274,7 +274,8 @@ class AlertmanagerComponent(Component):
     def prepare(self) -> None:
         self._binary()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        (self.data_dir / "alertmanager.yml").write_text(infra_config.render_alertmanager(self.settings))
+        (self.data_dir / "alertmanager.yml").write_text(infra_config.render_alertmanager(
+            self.settings, infra_config.alert_env(self.settings)))
 
     def command(self) -> list[str]:
         return [
