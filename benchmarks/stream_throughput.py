@@ -1,0 +1,209 @@
+"""Stream worker throughput and freshness, and window drift cost against Deepchecks.
+
+    python -m benchmarks.stream_throughput [--events 200000] [--rate 2000] [--seconds 30]
+
+1. events/s of one detector worker from Kafka through validation, windows, drift and
+   metrics (the worker runs as its own process, as in production);
+2. time to score one window's drift (7 KS tests against the reference) with the
+   stream code, against Deepchecks' FeatureDrift computing KS on the same values;
+3. freshness p99 (now minus the newest processed event time) at a steady rate.
+
+It starts the local core stack if needed (default settings, ``.state/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import requests
+from confluent_kafka import Producer
+
+from driftstream.settings import Settings, get_settings
+from driftstream.stack import stack
+from producers.contracts import (
+    DETECTOR_PREDICTIONS,
+    Detection,
+    DetectorPrediction,
+    ImageProperties,
+    encode,
+    new_event_id,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _events(n: int, t0: float, rate: float, rng: np.random.Generator) -> list[bytes]:
+    props = rng.uniform(0.2, 0.8, size=(n, 3))
+    conf = rng.uniform(0.3, 0.99, size=n)
+    out = []
+    for i in range(n):
+        t = t0 + i / rate
+        out.append(encode(DetectorPrediction(
+            event_id=new_event_id(), request_id=f"bench-{i}", model_name="idcard-yolov8n", model_version="bench",
+            event_time=t, published_at=t, latency_ms=30.0,
+            detections=[Detection([10.0, 10.0, 200.0, 120.0], "id_card", float(conf[i]))],
+            image=ImageProperties(1.333, 307200.0, float(props[i, 0]), float(props[i, 1]) / 2, 0.33, 0.33, 0.34),
+        )))
+    return out
+
+
+def _metric(port: int, name: str) -> float | None:
+    try:
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    except requests.RequestException:
+        return None
+    for line in text.splitlines():
+        if line.startswith(name):
+            return float(line.split()[-1])
+    return None
+
+
+def _start_worker(settings: Settings) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "stream_apps.worker", "detector"], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if _metric(settings.stream_detector_metrics_port, "driftstream_reference_missing") is not None:
+            time.sleep(5)  # let it join the group and finish recovery
+            return proc
+        time.sleep(0.5)
+    raise RuntimeError("stream worker did not start")
+
+
+def throughput(settings: Settings, producer: Producer, n: int) -> float:
+    port = settings.stream_detector_metrics_port
+    name = 'driftstream_events_processed_total{model="detector"}'
+    before = _metric(port, name) or 0.0
+    payloads = _events(n, time.time(), 20000.0, np.random.default_rng(1))
+    t0 = time.perf_counter()
+    for i, p in enumerate(payloads):
+        while True:
+            try:
+                producer.produce(DETECTOR_PREDICTIONS, p, key=b"idcard-yolov8n")
+                break
+            except BufferError:
+                producer.poll(0.01)
+        if i % 5000 == 0:
+            producer.poll(0)
+            print(f"  produced {i}/{n}", end="\r", flush=True)
+    producer.flush(60)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        done = (_metric(port, name) or 0.0) - before
+        if done >= n:
+            break
+        print(f"  processed {int(done)}/{n}   ", end="\r", flush=True)
+        time.sleep(0.2)
+    elapsed = time.perf_counter() - t0
+    print()
+    return n / elapsed
+
+
+def freshness(settings: Settings, producer: Producer, rate: float, seconds: float) -> tuple[float, float]:
+    port = settings.stream_detector_metrics_port
+    rng = np.random.default_rng(2)
+    samples: list[float] = []
+    t_start = time.time()
+    sent = 0
+    while (now := time.time()) - t_start < seconds:
+        due = int((now - t_start) * rate)
+        if due > sent:
+            for p in _events(due - sent, now, rate * 10, rng):
+                producer.produce(DETECTOR_PREDICTIONS, p, key=b"idcard-yolov8n")
+            sent = due
+            producer.poll(0)
+        v = _metric(port, 'driftstream_event_freshness_seconds{model="detector"}')
+        if v is not None and now - t_start > 3:
+            samples.append(v)
+        time.sleep(0.05)
+    producer.flush(30)
+    arr = np.array(samples)
+    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
+
+
+def drift_cost(window_events: int = 5000, repeats: int = 5) -> tuple[float, float, float]:
+    """Seconds per window: stream KS code, Deepchecks FeatureDrift (KS); max |score difference|."""
+    os.environ.setdefault("DISABLE_DEEPCHECKS_ANONYMOUS_TELEMETRY", "True")
+    import pandas as pd
+    from deepchecks.tabular import Dataset
+    from deepchecks.tabular.checks import FeatureDrift
+
+    from stream_apps.detector_window import PROPERTY_NAMES, DetectorWindow, detector_reference
+
+    rng = np.random.default_rng(5)
+    ref_rows = rng.normal(0.5, 0.1, size=(5000, 7))
+    cur_rows = rng.normal(0.52, 0.1, size=(window_events, 7)).clip(0, None)
+    reference = detector_reference("detector", "bench", ref_rows)
+    window = DetectorWindow()
+    for i, row in enumerate(cur_rows):
+        window.update(DetectorPrediction(
+            event_id=str(i), request_id=str(i), model_name="m", model_version="v", event_time=1.0 + i,
+            published_at=1.0 + i, latency_ms=1.0, detections=[],
+            image=ImageProperties(*(float(x) for x in row[:4]), *(min(1.0, float(x)) for x in row[4:])),
+        ))
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        ours = window.drift_tests(reference)
+    t_ours = (time.perf_counter() - t0) / repeats
+
+    cur = pd.DataFrame(window.property_sample.values, columns=list(PROPERTY_NAMES))
+    ref = pd.DataFrame({k: reference.numeric[k] for k in PROPERTY_NAMES})
+    check = FeatureDrift(numerical_drift_method="KS", min_samples=1, n_top_columns=7)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        res = check.run(Dataset(ref, cat_features=[]), Dataset(cur, cat_features=[]), with_display=False)
+    t_dc = (time.perf_counter() - t0) / repeats
+    diff = max(abs(res.value[k]["Drift score"] - ours[k].score) for k in PROPERTY_NAMES)
+    return t_ours, t_dc, diff
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--rate", type=float, default=2000.0)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    args = ap.parse_args(argv)
+    settings = get_settings()
+    print("starting the core stack (if needed)")
+    stack.up(settings, stack.CORE, log=lambda line: print("  " + line))
+    print("drift cost per window (5000 events, 7 features)")
+    t_ours, t_dc, diff = drift_cost()
+    print("starting one detector stream worker")
+    worker = _start_worker(settings)
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 20,
+                         "queue.buffering.max.messages": 500000})
+    try:
+        print(f"throughput: {args.events} events")
+        eps = throughput(settings, producer, args.events)
+        print(f"freshness at {args.rate:.0f} events/s for {args.seconds:.0f}s")
+        f50, f99 = freshness(settings, producer, args.rate, args.seconds)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(30)
+    rows = [
+        ("worker throughput (events/s)", f"{eps:,.0f}", ">= 20,000", "yes" if eps >= 20000 else "NO"),
+        ("freshness p50 (s)", f"{f50:.2f}", "", ""),
+        (f"freshness p99 at {args.rate:.0f}/s (s)", f"{f99:.2f}", "<= 2", "yes" if f99 <= 2 else "NO"),
+        ("window drift, stream code (ms)", f"{t_ours * 1e3:.1f}", "", ""),
+        ("window drift, Deepchecks FeatureDrift KS (ms)", f"{t_dc * 1e3:.1f}", "", ""),
+        ("Deepchecks / stream time ratio", f"{t_dc / t_ours:.0f}x", "", ""),
+        ("max |KS D difference|", f"{diff:.2e}", "", ""),
+    ]
+    print()
+    print(f"| {'measure':48s} | {'value':>10s} | target | met |")
+    print(f"|{'-' * 50}|{'-' * 12}|--------|-----|")
+    for r in rows:
+        print(f"| {r[0]:48s} | {r[1]:>10s} | {r[2]:6s} | {r[3]:3s} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
