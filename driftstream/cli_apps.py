@@ -35,6 +35,13 @@ def cmd_alerts_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reference_build(args: argparse.Namespace) -> int:
+    from batch.reference_build import build_reference, describe
+
+    print(describe(build_reference(get_settings(), args.model)))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the stage commands to the ``driftstream`` parser."""
     stream_p = sub.add_parser("stream", help="stream processors (Faust)")
@@ -43,6 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     w.add_argument("app", choices=["detector", "recommender"])
     w.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
     w.set_defaults(func=cmd_stream_worker)
+
+    ref_p = sub.add_parser("reference", help="training references for drift")
+    ref_sub = ref_p.add_subparsers(dest="reference_command", required=True)
+    rb = ref_sub.add_parser("build", help="compute the reference profile and store it in S3 (current version)")
+    rb.add_argument("model", choices=["detector", "recommender"])
+    rb.set_defaults(func=cmd_reference_build)
 
     alerts_p = sub.add_parser("alerts", help="alert notifications")
     alerts_sub = alerts_p.add_subparsers(dest="alerts_command", required=True)

@@ -160,6 +160,16 @@ class RecommenderRequest(Event, frozen=True, tag="recommender.request/v1"):
             raise ValueError("ranked_movies_present must say whether ranked_movies is set")
 
 
+class RatingFeedback(Event, frozen=True, tag="recommender.rating/v1"):
+    """A rating a user gave after a recommendation: the ground truth MF is retrained on."""
+
+    user_id: Annotated[int, msgspec.Meta(ge=0)]
+    item_id: Annotated[int, msgspec.Meta(ge=0)]
+    rating: Annotated[float, msgspec.Meta(ge=1.0, le=5.0)]
+    event_time: EventTime
+    request_id: str = ""
+
+
 # --- pipeline -------------------------------------------------------------------------
 
 
@@ -196,7 +206,7 @@ class DeadLetter(Event, frozen=True, tag="dead_letter/v1"):
     consumer: str = ""
 
 
-AnyEvent = DetectorPrediction | DetectorInput | RecommenderRequest | WindowClosed | DeadLetter
+AnyEvent = DetectorPrediction | DetectorInput | RecommenderRequest | RatingFeedback | WindowClosed | DeadLetter
 E = TypeVar("E", bound=Event)
 
 _encoder = msgspec.json.Encoder()
@@ -231,7 +241,7 @@ def decode(event_type: type[E], data: bytes) -> E:
 def json_schemas() -> dict[str, Any]:
     """JSON Schema of every event, keyed by its ``kind`` tag."""
     out: dict[str, Any] = {}
-    for t in (DetectorPrediction, DetectorInput, RecommenderRequest, WindowClosed, DeadLetter):
+    for t in (DetectorPrediction, DetectorInput, RecommenderRequest, RatingFeedback, WindowClosed, DeadLetter):
         tag = msgspec.inspect.type_info(t).tag  # type: ignore[attr-defined]
         out[tag] = msgspec.json.schema(t)
     return out
@@ -266,6 +276,7 @@ class TopicSpec:
 DETECTOR_PREDICTIONS = "driftstream.detector.predictions.v1"
 DETECTOR_INPUTS = "driftstream.detector.inputs.v1"
 RECOMMENDER_REQUESTS = "driftstream.recommender.requests.v1"
+RECOMMENDER_RATINGS = "driftstream.recommender.ratings.v1"
 WINDOWS_CLOSED = "driftstream.windows.closed.v1"
 
 
@@ -281,6 +292,8 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec(DETECTOR_INPUTS, DetectorInput, retention_ms=2 * DAY_MS,
                   dead_letter=dead_letter_topic(DETECTOR_INPUTS), key="request id"),
         TopicSpec(RECOMMENDER_REQUESTS, RecommenderRequest, dead_letter=dead_letter_topic(RECOMMENDER_REQUESTS),
+                  key="model name"),
+        TopicSpec(RECOMMENDER_RATINGS, RatingFeedback, dead_letter=dead_letter_topic(RECOMMENDER_RATINGS),
                   key="model name"),
         TopicSpec(WINDOWS_CLOSED, WindowClosed, partitions=1, retention_ms=30 * DAY_MS,
                   dead_letter=dead_letter_topic(WINDOWS_CLOSED), key="model"),

@@ -38,6 +38,7 @@ EXAMPLES = [
     c.DetectorInput(event_id="e4", request_id="r1", event_time=1.0, content_type="image/jpeg",
                     claim_check=c.ClaimCheck("driftstream", "inputs/r1", 10, "a" * 64)),
     _request(),
+    c.RatingFeedback(event_id="e7", user_id=3, item_id=50, rating=4.0, event_time=2.0, request_id="r2"),
     c.WindowClosed(event_id="e5", model="detector", window_start=100.0, window_end=120.0, event_count=3,
                    manifest_key="windows/detector/100/manifest.json", reference_version="v1",
                    partitions=[c.PartitionRange(0, 5, 7)]),
@@ -90,8 +91,9 @@ MALFORMED = [
     ("input without payload", c.DetectorInput,
      _mutate(EXAMPLES[1], image_bytes=None), "exactly one of image_bytes and claim_check"),
     ("bad sha", c.DetectorInput, _mutate(EXAMPLES[2], claim_check__sha256="xyz"), "sha256"),
-    ("window ends first", c.WindowClosed, _mutate(EXAMPLES[4], window_end=50.0), "window_end"),
-    ("unknown model", c.WindowClosed, _mutate(EXAMPLES[4], model="other"), "model"),
+    ("window ends first", c.WindowClosed, _mutate(EXAMPLES[5], window_end=50.0), "window_end"),
+    ("unknown model", c.WindowClosed, _mutate(EXAMPLES[5], model="other"), "model"),
+    ("rating above 5", c.RatingFeedback, _mutate(EXAMPLES[4], rating=6), "rating"),
 ]
 
 
@@ -120,7 +122,7 @@ def test_json_schemas_exported_and_current() -> None:
 
     schemas = c.json_schemas()
     assert set(schemas) == {"detector.prediction/v1", "detector.input/v1", "recommender.request/v1",
-                            "window.closed/v1", "dead_letter/v1"}
+                            "recommender.rating/v1", "window.closed/v1", "dead_letter/v1"}
     exported = Path(__file__).resolve().parent.parent / "docs" / "schemas"
     for tag, schema in schemas.items():
         path = exported / f"{tag.replace('/', '.')}.json"
