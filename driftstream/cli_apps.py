@@ -42,6 +42,23 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    if args.service == "detector":
+        from serving.detector_service import serve
+    else:
+        from serving.recommender_service import serve
+    serve(get_settings())
+    return 0
+
+
+def cmd_traffic(args: argparse.Namespace) -> int:
+    if args.model == "detector":
+        from producers.traffic_detector import main
+    else:
+        from producers.traffic_recommender import main
+    return int(main(args.args) or 0)
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the stage commands to the ``driftstream`` parser."""
     stream_p = sub.add_parser("stream", help="stream processors (Faust)")
@@ -50,6 +67,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     w.add_argument("app", choices=["detector", "recommender"])
     w.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
     w.set_defaults(func=cmd_stream_worker)
+
+    serve_p = sub.add_parser("serve", help="run a BentoML service in the foreground")
+    serve_p.add_argument("service", choices=["detector", "recommender"])
+    serve_p.set_defaults(func=cmd_serve)
+
+    traffic_p = sub.add_parser("traffic", help="send generated traffic (optionally drifted) to a service",
+                               description="Options after MODEL go to the generator; see "
+                                           "`driftstream traffic detector --help`.")
+    traffic_p.add_argument("model", choices=["detector", "recommender"])
+    traffic_p.add_argument("args", nargs=argparse.REMAINDER)
+    traffic_p.set_defaults(func=cmd_traffic)
 
     ref_p = sub.add_parser("reference", help="training references for drift")
     ref_sub = ref_p.add_subparsers(dest="reference_command", required=True)

@@ -45,9 +45,12 @@ def stack() -> Iterator[object]:
     from driftstream.stack import stack as stack_mod
 
     settings = get_settings()
+    already = {n for n, st in stack_mod.status(settings, stack_mod.CORE).items() if st.healthy}
     stack_mod.up(settings, stack_mod.CORE)
     yield settings
-    stack_mod.down(settings)
+    # Stop what this session started (and any app process it started), never another session's stack.
+    apps = [c.name for c in stack_mod.all_components(settings) if c.name not in stack_mod.CORE]
+    stack_mod.down(settings, apps + [n for n in stack_mod.CORE if n not in already])
 
 
 @pytest.fixture()

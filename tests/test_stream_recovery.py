@@ -79,7 +79,8 @@ def test_kill_and_join_counts_each_event_once(settings: Settings, tmp_path: Path
     windows = HoppingWindows(size, hop)
     producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "enable.idempotence": True})
     rng = np.random.default_rng(3)
-    port_a, port_b = _free_port(), _free_port()
+    # Worker A on the port the test Prometheus scrapes (job stream-detector); B on a free one.
+    port_a, port_b = settings.stream_detector_metrics_port, _free_port()
     a = _start_worker(settings, port_a, tmp_path / "worker-a.log")
     b = None
     sent: list[float] = []
@@ -125,6 +126,12 @@ def test_kill_and_join_counts_each_event_once(settings: Settings, tmp_path: Path
                         got[s] = doc["result"]["event_count"]
             time.sleep(1)
         assert got == expected
+
+        # The real Prometheus scraped worker A's metrics while it ran.
+        url = f"http://{settings.host}:{settings.prometheus_port}/api/v1/query"
+        q = 'max_over_time(driftstream_events_processed_total{job="stream-detector",model="detector"}[5m])'
+        res = requests.get(url, params={"query": q}, timeout=5).json()["data"]["result"]
+        assert res and float(res[0]["value"][1]) > 0
     finally:
         for p in (a, b):
             if p is not None and p.poll() is None:

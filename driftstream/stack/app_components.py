@@ -28,6 +28,22 @@ def _alerts_receiver(s: Settings) -> PythonComponent:
 APP_COMPONENTS["alerts-receiver"] = _alerts_receiver
 
 
+def _service(name: str, module: str, port_field: str) -> None:
+    def factory(s: Settings) -> PythonComponent:
+        return PythonComponent(
+            name, s, {port_field: getattr(s, port_field)}, start_timeout_s=180,
+            module_args=["-m", module],
+            health_url=lambda s: f"http://{s.host}:{getattr(s, port_field)}/readyz",
+            endpoint_url=lambda s: f"http://{s.host}:{getattr(s, port_field)}",
+        )
+
+    APP_COMPONENTS[name] = factory
+
+
+_service("detector", "serving.detector_service", "detector_port")
+_service("recommender", "serving.recommender_service", "recommender_port")
+
+
 def _stream_worker(app: str, port_field: str) -> None:
     def factory(s: Settings) -> PythonComponent:
         port = getattr(s, port_field)
@@ -43,3 +59,15 @@ def _stream_worker(app: str, port_field: str) -> None:
 
 _stream_worker("detector", "stream_detector_metrics_port")
 _stream_worker("recommender", "stream_recommender_metrics_port")
+
+
+def _batch_worker(s: Settings) -> PythonComponent:
+    return PythonComponent(
+        "batch", s, {"batch_metrics_port": s.batch_metrics_port}, start_timeout_s=120,
+        module_args=["-m", "batch.worker"],
+        health_url=lambda s: f"http://{s.host}:{s.batch_metrics_port}/metrics",
+        endpoint_url=lambda s: f"http://{s.host}:{s.batch_metrics_port}/metrics",
+    )
+
+
+APP_COMPONENTS["batch"] = _batch_worker

@@ -71,10 +71,57 @@ def spawn(command: Sequence[str], *, pid_file: Path, log_file: Path, env: Mappin
     return rec
 
 
+def descendants(pid: int) -> list[PidRecord]:
+    """Every live descendant of ``pid`` (servers such as BentoML start workers in new sessions)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out: list[PidRecord] = []
+    todo = list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        ticks = _start_ticks(child)
+        if ticks is not None:
+            out.append(PidRecord(child, ticks, []))
+            todo.extend(children.get(child, []))
+    return out
+
+
 def stop(rec: PidRecord, timeout_s: float = 15.0) -> None:
-    """SIGTERM the process group we started, then SIGKILL after ``timeout_s``."""
+    """SIGTERM the process group we started, then SIGKILL after ``timeout_s``; then any
+    descendant that left the group (and so escaped the group signal) the same way."""
     if not rec.alive():
         return
+    strays = [d for d in descendants(rec.pid) if _pgid(d.pid) not in (rec.pid, None)]
+    _stop_group(rec, timeout_s)
+    for d in strays:
+        if d.alive():
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.kill(d.pid, sig)
+                except ProcessLookupError:
+                    break
+                deadline = time.monotonic() + 5.0
+                while time.monotonic() < deadline and d.alive():
+                    time.sleep(0.1)
+                if not d.alive():
+                    break
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def _stop_group(rec: PidRecord, timeout_s: float) -> None:
     for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(rec.pid, sig)
