@@ -1,1 +1,1 @@
-"""Model serving: BentoML services and the models they load."""
+"""The serving side: model code and the BentoML services in front of it."""
