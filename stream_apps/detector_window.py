@@ -1,8 +1,8 @@
 """Window accumulator of the object detector's predictions: statistics and drift tests.
 
 One :class:`DetectorWindow` is the state of one pane or window of one model. ``update``
-appends the event's numbers to a small buffer (well under a microsecond of work per
-event); every 256 events the buffer is folded with numpy into:
+appends the event's numbers to a small buffer (about a microsecond per event, amortised);
+every 256 events the buffer is folded with numpy into:
 
 - exact counts: events, detections, images without detections, confidences below the
   low-confidence threshold;
@@ -49,7 +49,7 @@ from numpy.typing import ArrayLike
 from producers.contracts import DetectorPrediction, ImageProperties
 from stream_apps.false_alarm_control import DriftPolicy, DriftTest
 from stream_apps.ks_test import Method, ks_2samp
-from stream_apps.reference_profile import ReferenceProfile
+from stream_apps.reference_profile import REFERENCE_SAMPLE_SIZE, ReferenceProfile
 from stream_apps.summary_stats import SummaryStats
 from stream_apps.value_sample import ValueSample
 
@@ -89,7 +89,7 @@ class DetectorWindow:
     # --- accumulation ------------------------------------------------------------------
 
     def update(self, event: DetectorPrediction) -> None:
-        """Count one prediction event (a few hundred nanoseconds, amortised)."""
+        """Count one prediction event (about a microsecond, amortised)."""
         self.event_count += 1
         t = event.event_time
         if t < self.first_event_time:
@@ -264,8 +264,9 @@ class DetectorWindow:
         return out
 
 
-def detector_reference(model: str, model_version: str, image_properties: ArrayLike, *, sample_size: int = 5000,
-                       seed: int = 0, created_at: float | None = None) -> ReferenceProfile:
+def detector_reference(model: str, model_version: str, image_properties: ArrayLike, *,
+                       sample_size: int = REFERENCE_SAMPLE_SIZE, seed: int = 0,
+                       created_at: float | None = None) -> ReferenceProfile:
     """A reference profile from training image properties, shape ``(n, 7)`` in
     :data:`PROPERTY_NAMES` order."""
     rows = np.asarray(image_properties, dtype=np.float64)

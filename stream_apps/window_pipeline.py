@@ -36,7 +36,7 @@ from stream_apps.windows import HoppingWindows
 
 log = logging.getLogger(__name__)
 
-PERSISTENCE_HOPS = 2  # a feature must be flagged in two consecutive hops to count as drift
+PERSISTENCE_HOPS = 1  # the budget already sets alpha; persistence would only add delay (docs/drift.md)
 
 
 def window_id(start: float) -> str:

@@ -102,6 +102,7 @@ class WindowClock:
         self._dropped: dict[Hashable, int] = {}
         self._panes: set[int] = set()  # panes with accepted events, not yet released
         self._next_window = -(2**62)  # index of the next window that may close
+        self._quiet_until = -math.inf  # low watermark below which pop_closed has nothing to do
 
     def observe(self, t: float, key: Hashable = 0) -> bool:
         """Advance ``key``'s watermark to ``t``; False when the event is too late for every window.
@@ -120,7 +121,9 @@ class WindowClock:
         elif pane * w.hop_s + w.size_s + self.grace_s <= wm + _EPS:
             self._dropped[key] = self._dropped.get(key, 0) + 1
             return False
-        self._panes.add(pane)
+        if pane not in self._panes:
+            self._panes.add(pane)
+            self._quiet_until = -math.inf
         return True
 
     def is_late(self, t: float, key: Hashable = 0) -> bool:
@@ -139,7 +142,7 @@ class WindowClock:
         """``key``'s watermark, or the low watermark (minimum over keys) when key is None."""
         if key is not None:
             return self._watermarks.get(key, -math.inf)
-        return min(self._watermarks.values(), default=-math.inf)
+        return min(self._watermarks.values()) if self._watermarks else -math.inf
 
     def dropped(self, key: Hashable | None = None) -> int:
         """Events counted as too late, for ``key`` or in total."""
@@ -161,13 +164,15 @@ class WindowClock:
             return []
         w = self.windows
         wm = self.watermark()
-        if wm == -math.inf:  # no key has a watermark (all forgotten)
+        if wm < self._quiet_until or wm == -math.inf:  # -inf: no key has a watermark (all forgotten)
             return []
         # window k is closed when k*hop + size + grace <= wm
         last_closed = math.floor((wm - w.size_s - self.grace_s + _EPS) / w.hop_s)
-        if last_closed < self._next_window:
-            return []
         p = w.panes_per_window
+        first = max(self._next_window, min(self._panes) - p + 1)  # the first window that can close
+        if last_closed < first:
+            self._quiet_until = first * w.hop_s + w.size_s + self.grace_s - _EPS
+            return []
         candidates: set[int] = set()
         for pane in self._panes:
             lo = max(pane - p + 1, self._next_window)

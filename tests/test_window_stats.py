@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -194,6 +195,7 @@ def test_detector_result_flags_a_darker_window() -> None:
     assert r["drift"]["brightness"]["score"] == pytest.approx(1.0, abs=0.01)
     assert not r["drift"]["area"]["flagged"] and r["drift"]["area"]["score"] == 0.0
     assert r["model_drift_detected"] is True and r["alpha"] == 1e-5
+    assert json.loads(json.dumps(r)) == r  # a JSON-able result
     undecided = window.result(reference)
     assert undecided["drift"]["brightness"]["flagged"] is None and undecided["model_drift_detected"] is None
     with pytest.raises(ValueError, match="window_start"):
@@ -274,6 +276,7 @@ def test_recommender_reference_and_drift_tests() -> None:
     assert set(reference.categorical) == {"fallback", "ranked_movies_present", "recommended_popularity"}
     assert reference.codebooks["item_popularity"] == BUCKETS.bucket_of
     assert PopularityBuckets.from_reference(reference).fingerprint == BUCKETS.fingerprint
+    assert PopularityBuckets.from_reference(reference) is PopularityBuckets.from_reference(reference)
     assert len(reference.numeric["score_mean"]) == 4000
     policy = DriftPolicy(alpha=1e-4, hop_s=30)
     same = RecommenderWindow(BUCKETS)
@@ -289,6 +292,7 @@ def test_recommender_reference_and_drift_tests() -> None:
     assert drifted["drift"]["recommended_popularity"]["drift_detected"] is True
     assert drifted["drift"]["score_mean"]["flagged"] is False
     assert drifted["model_drift_detected"] is True
+    assert json.loads(json.dumps(drifted)) == drifted
 
 
 # --- categorical drift -----------------------------------------------------------------
@@ -328,13 +332,15 @@ def test_reference_profile_bytes_roundtrip_bounded_sample_and_validation() -> No
     rng = np.random.default_rng(0)
     ref = ReferenceProfile.build(
         "recommender", "v3", numeric={"score_mean": rng.normal(size=20_000)},
-        categorical={"fallback": {"true": 5, "false": 95}}, sample_size=5000, created_at=1.7e9,
+        categorical={"fallback": {"true": 5, "false": 95}, "present": np.array([True, False, False])},
+        sample_size=5000, created_at=1.7e9,
         design_effects={"fallback": 1.0}, codebooks={"item_popularity": {10: 0, 11: 1}})
     assert len(ref.numeric["score_mean"]) == 5000 and np.all(np.diff(ref.numeric["score_mean"]) >= 0)
     back = ReferenceProfile.from_bytes(ref.to_bytes())
     assert back == ref and back.fingerprint() == ref.fingerprint()
     assert back.codebooks["item_popularity"] == {10: 0, 11: 1}
     assert back.frequencies("fallback") == {"true": 0.05, "false": 0.95}
+    assert back.categorical["present"] == {"false": 2, "true": 1}
     assert (back.model, back.model_version, back.created_at) == ("recommender", "v3", 1.7e9)
     with pytest.raises(ValueError):
         ReferenceProfile.from_bytes(b"{}")
