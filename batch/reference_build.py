@@ -43,13 +43,14 @@ def reference_images_prefix(model_version: str) -> str:
     return f"references/detector/{model_version}/images/"
 
 
-def build_detector_reference(settings: Settings, n_images: int = 300, n_stored_images: int = 200,
-                             progress: bool = True) -> BuiltReference:
+def build_detector_reference(settings: Settings, n_images: int = 1000, n_predicted: int = 200,
+                             n_stored_images: int = 200, progress: bool = True) -> BuiltReference:
     from driftstream.offline_env import apply_offline_env
 
     apply_offline_env(settings.abs_state_dir)
     from producers.idcard_scenes import generate_scene
-    from producers.image_properties import compute_properties
+    from producers.image_properties import estimate_properties
+    from producers.traffic_detector import encode_jpeg
     from serving.detector_model import DetectorModel
     from stream_apps.detector_window import PROPERTY_NAMES, detector_reference
 
@@ -59,10 +60,13 @@ def build_detector_reference(settings: Settings, n_images: int = 300, n_stored_i
     rows, confidences, keys = [], [], []
     prefix = reference_images_prefix(model.model_version)
     for i in tqdm(range(n_images), desc="detector reference", disable=not progress, mininterval=2):
-        image = generate_scene(DETECTOR_REFERENCE_SEED + i).image
-        props = compute_properties(image)
+        # The service sees JPEG uploads and estimates properties on a pixel grid: so does the reference.
+        image = np.asarray(Image.open(io.BytesIO(encode_jpeg(generate_scene(DETECTOR_REFERENCE_SEED + i).image)))
+                           .convert("RGB"))
+        props = estimate_properties(image)
         rows.append([props[k] for k in PROPERTY_NAMES])
-        confidences += [d["confidence"] for d in model.predict(image)]
+        if i < n_predicted:
+            confidences += [d["confidence"] for d in model.predict(image)]
         if i < n_stored_images:
             buf = io.BytesIO()
             Image.fromarray(image).save(buf, format="PNG")
