@@ -24,6 +24,13 @@ def run(app_name: str, settings: Settings | None = None, loglevel: str = "warn")
         from stream_apps.detector_app import create_app
     else:
         from stream_apps.recommender_app import create_app
+    from serving.json_logging import configure_json_logging
+
+    # JSON lines on stdout (the stack sends them to .state/logs/); faust's own errors included.
+    configure_json_logging(f"stream-{app_name}", loggers=("stream_apps", "driftstream", "faust", "mode", "aiokafka"))
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logging.getLogger("faust").setLevel(logging.WARNING)
+    logging.getLogger("mode").setLevel(logging.WARNING)
     app, _pipeline = create_app(settings)
     start_http_server(metrics_port(settings, app_name), addr=settings.host)
     logging.getLogger(__name__).info("metrics on %s:%d", settings.host, metrics_port(settings, app_name))
