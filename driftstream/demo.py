@@ -77,8 +77,8 @@ def _recommender_traffic(settings: Settings, phase: Phase, rate: float, seconds:
     phase.normal_start = time.time()
     phase.reports.append(run(settings, rate, count, seed=1, progress=False))
     phase.drift_start = time.time()
-    phase.reports.append(run(settings, rate, count, drift_items=(1, 100), drift_amount=1.0,
-                             popularity_shift={"items": (1, 100), "factor": 8.0}, seed=2, progress=False))
+    phase.reports.append(run(settings, rate, count, drift_items=range(1, 101), drift_amount=1.0,
+                             popularity_shift="items=1-100,factor=30", seed=2, progress=False))
     phase.drift_end = time.time()
 
 

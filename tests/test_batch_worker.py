@@ -178,10 +178,10 @@ def test_worker_records_every_outcome_and_failures_never_block(settings: Setting
     else:
         assert heat["reason"].startswith("detector model not available"), heat["reason"]
 
-    # recommender: routed to its own jobs; fallback-only answers give no ratings to refit on
+    # recommender: routed to its own jobs; a window without rating feedback has nothing to refit on
     drift = job_status(store, "recommender", w_noref, "recommender_drift")
     assert drift is not None and drift["status"] == "failed"
-    assert drift["reason"].startswith(("window has no model-scored", "recommender model not available"))
+    assert drift["reason"].startswith(("window has no rating feedback", "recommender model not available"))
     expl = job_status(store, "recommender", w_noref, "explanations")
     assert expl is not None
     if RECOMMENDER_DIR.is_dir():
