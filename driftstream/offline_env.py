@@ -50,7 +50,13 @@ def offline_env_vars(state_dir: Path) -> dict[str, str]:
 
 
 def apply_offline_env(state_dir: Path) -> None:
-    """Set the offline variables in ``os.environ`` and create their directories (idempotent)."""
+    """Set the offline variables in ``os.environ`` and create their directories (idempotent).
+
+    Also sets ``OMP_WAIT_POLICY=PASSIVE`` unless it is set already: on a shared 2-core machine,
+    OpenMP threads that spin while waiting made torch training 5-10x slower (measured: 9-11 s
+    vs 0.6-1.6 s per YOLOv8n step). OpenMP reads it when torch loads, so call this first.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     env = offline_env_vars(state_dir)
     for key in ("YOLO_CONFIG_DIR", "MPLCONFIGDIR", "TORCHINDUCTOR_CACHE_DIR", "BENTOML_HOME"):
         Path(env[key]).mkdir(parents=True, exist_ok=True)

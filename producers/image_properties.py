@@ -92,7 +92,7 @@ def compute_properties(image: np.ndarray) -> dict[str, float]:
     # R + G + B is an integer, so raising 0 to 1 changes only black pixels, whose relative
     # intensities then come out 0 as in deepchecks (instead of 0 / 0).
     total = cv2.max(cv2.transform(pixels, _ONES), 1.0)
-    relative = cv2.divide(pixels, cv2.merge([total, total, total]))
+    relative = cv2.divide(pixels, cv2.merge([total, total, total]), dst=pixels)  # pixels is done with
     red, green, blue, _ = cv2.sumElems(relative)
     return {
         "aspect_ratio": h / w,
