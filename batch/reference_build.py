@@ -43,7 +43,7 @@ def reference_images_prefix(model_version: str) -> str:
     return f"references/detector/{model_version}/images/"
 
 
-def build_detector_reference(settings: Settings, n_images: int = 1000, n_predicted: int = 200,
+def build_detector_reference(settings: Settings, n_images: int = 600, n_predicted: int = 200,
                              n_stored_images: int = 200, progress: bool = True) -> BuiltReference:
     from driftstream.offline_env import apply_offline_env
 

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from botocore.exceptions import ClientError
 from confluent_kafka import Producer
 
 from driftstream.dead_letters import DeadLetterRouter
@@ -30,7 +31,7 @@ from stream_apps import worker_metrics as m
 from stream_apps.consumer_lag import LagProbe
 from stream_apps.false_alarm_control import DriftPolicy
 from stream_apps.reference_profile import ReferenceProfile
-from stream_apps.reference_store import ReferenceMissing, load_reference
+from stream_apps.reference_store import ReferenceMissing, current_key, load_reference
 from stream_apps.window_processor import ClosedWindow, WindowProcessor, WindowState
 from stream_apps.windows import HoppingWindows
 
@@ -82,7 +83,7 @@ class WindowPipeline:
         self.grace_s = grace
         self.processors: dict[int, WindowProcessor] = {}  # source partition -> processor
         self.reference: ReferenceProfile | None = None
-        self._reference_checked = 0.0
+        self._reference_checked = -1e9
         self.store = ObjectStore(settings)
         self.quick_store = ObjectStore(settings, client=s3_client(settings, timeout_s=2.0, retries=1))
         self.producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 50})
@@ -94,25 +95,32 @@ class WindowPipeline:
     # --- reference ------------------------------------------------------------------------
 
     def ensure_reference(self, force: bool = False) -> None:
-        """Load the current reference; a missing one is logged and exposed, retried every 30 s."""
-        if self.reference is not None and not force:
-            return
+        """Load the current reference, and follow it when a new one is built (checked every 30 s).
+
+        A missing reference is logged and exposed as ``driftstream_reference_missing``.
+        """
         now = time.monotonic()
         if not force and now - self._reference_checked < 30:
             return
         self._reference_checked = now
         try:
+            pointer = json.loads(self.store.get(current_key(self.model)))
+            if self.reference is not None and pointer.get("fingerprint") == self.reference.fingerprint():
+                return
             self.reference = load_reference(self.store, self.model)
-            m.REFERENCE_MISSING.labels(model=self.model).set(0)
-            for proc in self.processors.values():
-                proc.reference = self.reference
-            log.info("reference loaded", extra={"model": self.model, "version": self.reference.model_version})
-        except ReferenceMissing as exc:
+        except (ReferenceMissing, ClientError):
             m.REFERENCE_MISSING.labels(model=self.model).set(1)
-            log.error(str(exc))
-        except Exception as exc:  # S3 down: keep going without drift scores, retry later
-            m.REFERENCE_MISSING.labels(model=self.model).set(1)
+            log.error(str(ReferenceMissing(self.model, current_key(self.model))))
+            return
+        except Exception as exc:  # S3 down: keep the reference we have, retry later
             log.error("reference could not be loaded: %s", exc)
+            if self.reference is None:
+                m.REFERENCE_MISSING.labels(model=self.model).set(1)
+            return
+        m.REFERENCE_MISSING.labels(model=self.model).set(0)
+        for proc in self.processors.values():
+            proc.reference = self.reference
+        log.info("reference loaded", extra={"model": self.model, "version": self.reference.model_version})
 
     def _policy(self) -> DriftPolicy:
         size, hop, _, _ = self.settings.effective_windows()
