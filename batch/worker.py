@@ -230,6 +230,7 @@ def run_worker(settings: Settings, stop: threading.Event | None = None) -> None:
 
 if __name__ == "__main__":
     from driftstream.settings import get_settings
+    from serving.json_logging import configure_json_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_json_logging("batch")
     run_worker(get_settings())

@@ -61,7 +61,9 @@ def cmd_traffic(args: argparse.Namespace) -> int:
 
 def cmd_batch_worker(args: argparse.Namespace) -> int:
     from batch.worker import run_worker
+    from serving.json_logging import configure_json_logging
 
+    configure_json_logging("batch")
     run_worker(get_settings())
     return 0
 

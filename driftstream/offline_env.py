@@ -66,6 +66,10 @@ def apply_offline_env(state_dir: Path) -> None:
         tmp = arial.with_suffix(".tmp")
         shutil.copyfile(_matplotlib_font(), tmp)
         tmp.replace(arial)  # atomic, so concurrent processes never see half a font
+    # A service sets its own BENTOML_HOME (its Prometheus multiprocess files live there, and
+    # two services sharing one directory would wipe and mix each other's metrics).
+    os.environ.setdefault("BENTOML_HOME", env.pop("BENTOML_HOME"))
+    Path(os.environ["BENTOML_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.update(env)
 
 

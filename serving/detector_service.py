@@ -106,8 +106,10 @@ def decode_image(data: bytes) -> DecodedImage:
                             "the upload is not a readable image; send a JPEG, PNG or TIFF file") from None
     except Image.DecompressionBombError as exc:
         raise InputRejected("too_large", 413, f"the image has too many pixels: {exc}") from None
-    except Exception as exc:  # a header Pillow recognises but cannot parse
-        raise InputRejected("corrupt", 400, f"the image header cannot be read: {exc}") from None
+    except Exception as exc:  # a plugin that half-recognises the bytes raises its own error
+        raise InputRejected("not_an_image", 400,
+                            f"the upload is not a readable image ({type(exc).__name__}: {exc}); "
+                            "send a JPEG, PNG or TIFF file") from None
     if img.format not in ACCEPTED_FORMATS:
         raise InputRejected("unsupported_format", 415,
                             f"{img.format} images are not accepted; send a JPEG, PNG or TIFF file")
@@ -418,6 +420,7 @@ def serve_command(settings: Settings) -> list[str]:
 def serve_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     env.update(offline_env_vars(settings.abs_state_dir))
+    env["BENTOML_HOME"] = str(settings.abs_state_dir / "bentoml" / SERVICE_NAME)  # own metrics directory
     env["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT), env.get("PYTHONPATH", "")] if p)
     env["DRIFTSTREAM_STATE_DIR"] = str(settings.abs_state_dir)
     env["DRIFTSTREAM_DETECTOR_PORT"] = str(settings.detector_port)

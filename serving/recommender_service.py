@@ -425,6 +425,7 @@ def serve_command(settings: Settings) -> list[str]:
 def serve_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     env.update(offline_env_vars(settings.abs_state_dir))
+    env["BENTOML_HOME"] = str(settings.abs_state_dir / "bentoml" / SERVICE_NAME)  # own metrics directory
     env["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT), env.get("PYTHONPATH", "")] if p)
     env["DRIFTSTREAM_STATE_DIR"] = str(settings.abs_state_dir)
     env["DRIFTSTREAM_RECOMMENDER_PORT"] = str(settings.recommender_port)

@@ -40,10 +40,30 @@ def _wait_alert(settings: Settings, name: str, since: float, timeout_s: float, *
     return None
 
 
+def _exercise_error_paths(s: Settings) -> None:
+    from producers.contracts import DETECTOR_PREDICTIONS, Detection, DetectorPrediction, ImageProperties, encode
+
+    r = requests.post(f"http://{s.host}:{s.detector_port}/invocation",
+                      files={"image": ("x.jpg", b"not an image", "image/jpeg")}, timeout=10)
+    assert r.status_code == 400
+    r = requests.post(f"http://{s.host}:{s.recommender_port}/recommend", data=b"{not json",
+                      headers={"content-type": "application/json"}, timeout=10)
+    assert 400 <= r.status_code < 500
+    late = time.time() - 3600
+    event = DetectorPrediction(
+        event_id=f"late-{time.time()}", request_id="late", model_name="idcard-yolov8n", model_version="test",
+        event_time=late, published_at=time.time(), latency_ms=1.0, detections=[Detection([0, 0, 9, 9], "id_card", 0.9)],
+        image=ImageProperties(1.0, 100.0, 0.5, 0.2, 0.33, 0.33, 0.34))
+    p = Producer({"bootstrap.servers": s.bootstrap_servers})
+    p.produce(DETECTOR_PREDICTIONS, encode(event), key=b"idcard-yolov8n")
+    p.flush(10)
+
+
 @pytest.fixture(scope="module")
-def full_stack(settings: Settings):
+def full_stack(stack: Settings):
     from batch.reference_build import build_reference
 
+    settings = stack
     stack_mod.up(settings, SERVICES)
     for model in ("detector", "recommender"):
         build_reference(settings, model, progress=False)
@@ -72,12 +92,15 @@ def test_drift_reaches_receiver_and_dashboards_answer(full_stack: Settings) -> N
     drifted = traffic_detector.run(s, 5.0, 150, ("brightness=0.6",), seed=13, distinct=150, progress=False)
     assert drifted.ok == drifted.sent
 
-    alert = _wait_alert(s, "ImagePropertyDrift", drift_start, 120)
+    alert = _wait_alert(s, "ImagePropertyDrift", drift_start, 180)
     assert alert is not None, "ImagePropertyDrift never reached the receiver"
     assert alert["labels"].get("service") == "detector"
 
-    # Every panel of every dashboard: no query error, some data.
+    # Every panel of every dashboard: no query error, some data. Exercise the error paths
+    # the panels count (bad inputs, a late event), then give Prometheus a few scrapes.
     rec.join(timeout=120)
+    _exercise_error_paths(s)
+    time.sleep(8)
     url = f"http://{s.host}:{s.prometheus_port}/api/v1/query"
     empty, errors = [], []
     for dashboard, title, expr in all_panel_queries():
@@ -87,7 +110,7 @@ def test_drift_reaches_receiver_and_dashboards_answer(full_stack: Settings) -> N
         elif not res["data"]["result"]:
             empty.append((dashboard, title, expr))
     assert not errors, errors
-    assert not empty, empty
+    assert not empty, [f"{d}: {t}" for d, t, _ in empty]
 
 
 @pytest.mark.timeout(300)
