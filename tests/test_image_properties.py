@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 
@@ -102,6 +103,16 @@ def test_batch_is_columns_of_single_results() -> None:
         for name, value in compute_properties(image).items():
             assert batch[name][i] == value
     assert all(v.shape == (0,) for v in compute_properties_batch([]).values())
+
+
+def test_reused_buffers_do_not_leak_between_shapes_or_threads() -> None:
+    images = _varied_images()
+    expected = [compute_properties(image) for image in images]
+    assert [compute_properties(image) for image in reversed(images)] == expected[::-1]
+    big = np.random.default_rng(5).integers(0, 256, (1100, 1000, 3), dtype=np.uint8)  # above the buffer cap
+    assert compute_properties(big)["area"] == 1.1e6
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert list(pool.map(compute_properties, images * 3)) == expected * 3
 
 
 def test_darker_images_have_lower_brightness() -> None:
