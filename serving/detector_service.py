@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from driftstream.offline_env import apply_offline_env, offline_env_vars
+from driftstream.offline_env import apply_offline_env
 from driftstream.settings import Settings, get_settings
+from serving import bentoml_process
 
 SETTINGS = get_settings()
 apply_offline_env(SETTINGS.abs_state_dir)  # before bentoml/ultralytics read their environment
@@ -413,19 +414,11 @@ Detector.add_asgi_middleware(UploadGuard)
 
 def serve_command(settings: Settings) -> list[str]:
     """The command line that serves the detector on ``settings.host:settings.detector_port``."""
-    return [sys.executable, "-m", "bentoml", "serve", "serving.detector_service:Detector",
-            "--host", settings.host, "--port", str(settings.detector_port), "--working-dir", str(ROOT)]
+    return bentoml_process.serve_command("serving.detector_service:Detector", settings.host, settings.detector_port)
 
 
 def serve_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(offline_env_vars(settings.abs_state_dir))
-    env["BENTOML_HOME"] = str(settings.abs_state_dir / "bentoml" / SERVICE_NAME)  # own metrics directory
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT), env.get("PYTHONPATH", "")] if p)
-    env["DRIFTSTREAM_STATE_DIR"] = str(settings.abs_state_dir)
-    env["DRIFTSTREAM_DETECTOR_PORT"] = str(settings.detector_port)
-    env["DRIFTSTREAM_HOST"] = settings.host
-    return env
+    return bentoml_process.serve_env(settings, SERVICE_NAME, {"DRIFTSTREAM_DETECTOR_PORT": str(settings.detector_port)})
 
 
 def serve(settings: Settings) -> None:

@@ -43,8 +43,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from driftstream.offline_env import apply_offline_env, offline_env_vars
+from driftstream.offline_env import apply_offline_env
 from driftstream.settings import Settings, get_settings
+from serving import bentoml_process
 
 SETTINGS = get_settings()
 apply_offline_env(SETTINGS.abs_state_dir)  # before bentoml reads its environment
@@ -418,20 +419,13 @@ Recommender.add_asgi_middleware(JsonBodyGuard)
 
 def serve_command(settings: Settings) -> list[str]:
     """The command line that serves the recommender on ``settings.host:settings.recommender_port``."""
-    return [sys.executable, "-m", "bentoml", "serve", "serving.recommender_service:Recommender",
-            "--host", settings.host, "--port", str(settings.recommender_port), "--working-dir", str(ROOT)]
+    return bentoml_process.serve_command("serving.recommender_service:Recommender", settings.host,
+                                         settings.recommender_port)
 
 
 def serve_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(offline_env_vars(settings.abs_state_dir))
-    env["BENTOML_HOME"] = str(settings.abs_state_dir / "bentoml" / SERVICE_NAME)  # own metrics directory
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT), env.get("PYTHONPATH", "")] if p)
-    env["DRIFTSTREAM_STATE_DIR"] = str(settings.abs_state_dir)
-    env["DRIFTSTREAM_RECOMMENDER_PORT"] = str(settings.recommender_port)
-    env["DRIFTSTREAM_HOST"] = settings.host
-    env[MODEL_DIR_ENV] = str(model_dir())
-    return env
+    return bentoml_process.serve_env(settings, SERVICE_NAME, {
+        "DRIFTSTREAM_RECOMMENDER_PORT": str(settings.recommender_port), MODEL_DIR_ENV: str(model_dir())})
 
 
 def serve(settings: Settings) -> None:
