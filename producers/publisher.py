@@ -5,8 +5,10 @@ microseconds, no I/O, no exception. One background thread owns the Kafka produce
 (idempotent, lingering a few milliseconds to batch) and a durable :class:`~producers.spool.Spool`:
 
 - while Kafka acknowledges, events go straight to the producer (outcome ``published``);
-- when a delivery fails or every broker is down, the producer's queue is purged into the
-  spool and every later event is spooled too (``spooled``), so per-key order holds;
+- when a delivery fails or every broker is down, the producer is purged and newer events
+  wait in the queue until every direct send has resolved; the failed ones go to the spool
+  first, in the order they were published (delivery reports can arrive out of that order),
+  then every later event is spooled too (``spooled``), so per-key order holds;
 - a single probe record from the head of the spool is retried with backoff; once one is
   acknowledged, the spool is replayed in batches, in order (``replayed``), and publishing
   goes direct again when the spool is empty;
@@ -35,6 +37,7 @@ import threading
 import time
 from collections import Counter as Tally
 from collections import deque
+from functools import partial
 from typing import Any, NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -167,6 +170,10 @@ class EventPublisher:
         self._replay: tuple[Position, Tally[str]] | None = None
         self._replay_outstanding = 0
         self._replay_failed = False
+        # Direct sends not yet resolved, and the failed ones waiting to be spooled in publish order.
+        self._seq = 0
+        self._direct_outstanding = 0
+        self._failed: list[tuple[int, SpoolRecord]] = []
         self._gauge_value = -1
         if self._spooling:
             log.info("spool of %s holds %d events from an earlier run; replaying them first", service,
@@ -268,7 +275,8 @@ class EventPublisher:
             return 0
         # A replayed record is still in the spool until its batch commits: count it once.
         in_producer = max(0, len(self._producer) - self._replay_outstanding)
-        return len(self._queue) + in_producer + self._spool.pending_records + self._claims.pending
+        return (len(self._queue) + in_producer + len(self._failed) + self._spool.pending_records
+                + self._claims.pending)
 
     @property
     def spooling(self) -> bool:
@@ -289,7 +297,8 @@ class EventPublisher:
         self._producer.poll(0)
         if self._purge_needed or self._fatal:
             self._purge()
-        if self._spooling:
+        self._settle_failed()
+        if self._spooling and not self._holding:
             self._replay_step()
         self._spool.maybe_sync()
         pending = self._spool.pending_bytes
@@ -306,33 +315,51 @@ class EventPublisher:
             self._wake.wait(0.05 if self._spooling else 0.2)
             self._wake.clear()
 
+    @property
+    def _holding(self) -> bool:
+        """Newer events wait while older direct sends may still fail and have to be spooled first."""
+        return self._direct_outstanding > 0 or bool(self._failed)
+
     def _drain_queue(self, limit: int) -> int:
         moved = 0
         while moved < limit:
+            if self._spooling and self._holding:
+                break
             try:
                 item = self._queue.popleft()
             except IndexError:
                 break
-            with self._queue_lock:
-                self._queued_bytes -= item.size
-            moved += 1
             try:
                 record = SpoolRecord(item.topic, item.key, encode(item.event))
             except Exception:
+                self._dequeued(item)
                 log.exception("could not encode an event for %s", item.topic)
                 self._dropped(item.topic, "the event cannot be encoded")
                 continue
-            if self._spooling:
+            if not self._spooling:
+                try:
+                    self._producer.produce(record.topic, record.value, record.key,
+                                           on_delivery=partial(self._on_direct, self._seq))
+                except BufferError:
+                    self._queue.appendleft(item)  # still the newest: it waits for the older sends
+                    self._start_spooling("the producer's local queue is full")
+                    break
+                except KafkaException as exc:
+                    self._dequeued(item)
+                    self._fail(self._seq, record, exc.args[0])
+                    self._seq += 1
+                    continue
+                self._direct_outstanding += 1
+                self._seq += 1
+            else:
                 self._to_spool(record)
-                continue
-            try:
-                self._producer.produce(record.topic, record.value, record.key, on_delivery=self._on_direct)
-            except BufferError:
-                self._start_spooling("the producer's local queue is full")
-                self._to_spool(record)
-            except KafkaException as exc:
-                self._fail(record, exc.args[0])
+            self._dequeued(item)
+            moved += 1
         return moved
+
+    def _dequeued(self, item: _Queued) -> None:
+        with self._queue_lock:
+            self._queued_bytes -= item.size
 
     def _to_spool(self, record: SpoolRecord) -> None:
         if self._spool.append(record):
@@ -340,18 +367,28 @@ class EventPublisher:
         else:
             self._dropped(record.topic, f"the spool is full ({self._spool.max_bytes} bytes)")
 
-    def _fail(self, record: SpoolRecord, err: KafkaError) -> None:
+    def _fail(self, seq: int, record: SpoolRecord, err: KafkaError) -> None:
         if err.code() in _PERMANENT:
             self._dropped(record.topic, f"Kafka refused it for good: {err}")
             return
-        self._to_spool(record)
+        self._failed.append((seq, record))
         self._start_spooling(f"delivery failed: {err}")
 
-    def _on_direct(self, err: KafkaError | None, msg: Message) -> None:
+    def _on_direct(self, seq: int, err: KafkaError | None, msg: Message) -> None:
+        self._direct_outstanding -= 1
         if err is None:
             self._count(msg.topic(), "published")
         else:
-            self._fail(SpoolRecord(msg.topic(), msg.key(), msg.value()), err)
+            self._fail(seq, SpoolRecord(msg.topic(), msg.key(), msg.value()), err)
+
+    def _settle_failed(self, force: bool = False) -> None:
+        """Once no direct send is unresolved, spool the failed ones in publish order."""
+        if not self._failed or (self._direct_outstanding > 0 and not force):
+            return
+        self._failed.sort(key=lambda pair: pair[0])
+        for _, record in self._failed:
+            self._to_spool(record)
+        self._failed.clear()
 
     def _on_replay(self, err: KafkaError | None, msg: Message) -> None:
         self._replay_outstanding -= 1
@@ -382,7 +419,7 @@ class EventPublisher:
         self._next_replay_at = time.monotonic() + self._backoff
 
     def _purge(self) -> None:
-        """Move everything the producer still holds into the spool, before any newer event."""
+        """Fail everything the producer still holds, so it can be spooled before any newer event."""
         self._purge_needed = False
         self._producer.purge(in_queue=True, in_flight=True, blocking=True)
         deadline = time.monotonic() + 5.0
@@ -390,6 +427,14 @@ class EventPublisher:
             self._producer.poll(0.01)
         if self._fatal:
             self._fatal = False
+            lost = len(self._producer)
+            lost = max(0, lost - self._replay_outstanding)  # unacknowledged replays stay in the spool
+            if lost:  # a dead producer never reports these: count them rather than wait forever
+                log.error("%d events were lost with the failed Kafka producer", lost)
+                self._count("unknown", "dropped", lost)
+            if self._replay_outstanding:
+                self._replay_outstanding, self._replay_failed = 0, True  # replayed again later
+            self._direct_outstanding = 0
             self._producer = Producer(self._config)
 
     def _replay_step(self) -> None:
@@ -460,13 +505,16 @@ class EventPublisher:
         self._stop.set()
         self._wake.set()
         self._thread.join(5.0)
-        # The thread is gone: this thread now owns the producer and the spool.
+        # The thread is gone: this thread now owns the producer and the spool. Unresolved
+        # direct sends go to the spool first, then whatever is still queued.
         self._spooling = True
-        self._drain_queue(len(self._queue) + 1)
         self._producer.purge(in_queue=True, in_flight=True, blocking=True)
         end = time.monotonic() + 2.0
         while len(self._producer) and time.monotonic() < end:
             self._producer.poll(0.01)
+        self._settle_failed(force=True)
+        self._direct_outstanding = 0
+        self._drain_queue(len(self._queue) + 1)
         if self._replay is not None and self._replay_outstanding == 0 and not self._replay_failed:
             self._spool.commit(self._replay[0])  # acknowledged before the thread stopped
             for topic, n in self._replay[1].items():
