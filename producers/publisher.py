@@ -46,6 +46,7 @@ from prometheus_client import Counter, Gauge
 from driftstream.settings import Settings
 from producers.claim_check import ClaimCheckUploader, ObjectPutter, claim_check_key
 from producers.contracts import DETECTOR_INPUTS, ClaimCheck, DetectorInput, Event, encode, new_event_id
+from producers.inflight_sends import InFlightSends
 from producers.spool import Position, Spool, SpoolRecord
 
 log = logging.getLogger(__name__)
@@ -170,10 +171,7 @@ class EventPublisher:
         self._replay: tuple[Position, Tally[str]] | None = None
         self._replay_outstanding = 0
         self._replay_failed = False
-        # Direct sends not yet resolved, and the failed ones waiting to be spooled in publish order.
-        self._seq = 0
-        self._direct_outstanding = 0
-        self._failed: list[tuple[int, SpoolRecord]] = []
+        self._direct: InFlightSends[SpoolRecord] = InFlightSends()
         self._gauge_value = -1
         if self._spooling:
             log.info("spool of %s holds %d events from an earlier run; replaying them first", service,
@@ -275,7 +273,7 @@ class EventPublisher:
             return 0
         # A replayed record is still in the spool until its batch commits: count it once.
         in_producer = max(0, len(self._producer) - self._replay_outstanding)
-        return (len(self._queue) + in_producer + len(self._failed) + self._spool.pending_records
+        return (len(self._queue) + in_producer + self._direct.failed_count + self._spool.pending_records
                 + self._claims.pending)
 
     @property
@@ -297,8 +295,8 @@ class EventPublisher:
         self._producer.poll(0)
         if self._purge_needed or self._fatal:
             self._purge()
-        self._settle_failed()
-        if self._spooling and not self._holding:
+        self._spool_failed()
+        if self._spooling and not self._direct.holding:
             self._replay_step()
         self._spool.maybe_sync()
         pending = self._spool.pending_bytes
@@ -315,16 +313,11 @@ class EventPublisher:
             self._wake.wait(0.05 if self._spooling else 0.2)
             self._wake.clear()
 
-    @property
-    def _holding(self) -> bool:
-        """Newer events wait while older direct sends may still fail and have to be spooled first."""
-        return self._direct_outstanding > 0 or bool(self._failed)
-
     def _drain_queue(self, limit: int) -> int:
         moved = 0
         while moved < limit:
-            if self._spooling and self._holding:
-                break
+            if self._spooling and self._direct.holding:
+                break  # older direct sends may still fail, and must be spooled first
             try:
                 item = self._queue.popleft()
             except IndexError:
@@ -337,20 +330,19 @@ class EventPublisher:
                 self._dropped(item.topic, "the event cannot be encoded")
                 continue
             if not self._spooling:
+                seq = self._direct.sent()
                 try:
                     self._producer.produce(record.topic, record.value, record.key,
-                                           on_delivery=partial(self._on_direct, self._seq))
+                                           on_delivery=partial(self._on_direct, seq))
                 except BufferError:
+                    self._direct.cancel(seq)
                     self._queue.appendleft(item)  # still the newest: it waits for the older sends
                     self._start_spooling("the producer's local queue is full")
                     break
                 except KafkaException as exc:
                     self._dequeued(item)
-                    self._fail(self._seq, record, exc.args[0])
-                    self._seq += 1
+                    self._fail(seq, record, exc.args[0])
                     continue
-                self._direct_outstanding += 1
-                self._seq += 1
             else:
                 self._to_spool(record)
             self._dequeued(item)
@@ -369,26 +361,23 @@ class EventPublisher:
 
     def _fail(self, seq: int, record: SpoolRecord, err: KafkaError) -> None:
         if err.code() in _PERMANENT:
+            self._direct.cancel(seq)
             self._dropped(record.topic, f"Kafka refused it for good: {err}")
             return
-        self._failed.append((seq, record))
+        self._direct.failed(seq, record)
         self._start_spooling(f"delivery failed: {err}")
 
     def _on_direct(self, seq: int, err: KafkaError | None, msg: Message) -> None:
-        self._direct_outstanding -= 1
         if err is None:
+            self._direct.succeeded(seq)
             self._count(msg.topic(), "published")
         else:
             self._fail(seq, SpoolRecord(msg.topic(), msg.key(), msg.value()), err)
 
-    def _settle_failed(self, force: bool = False) -> None:
+    def _spool_failed(self, force: bool = False) -> None:
         """Once no direct send is unresolved, spool the failed ones in publish order."""
-        if not self._failed or (self._direct_outstanding > 0 and not force):
-            return
-        self._failed.sort(key=lambda pair: pair[0])
-        for _, record in self._failed:
+        for record in self._direct.release(force):
             self._to_spool(record)
-        self._failed.clear()
 
     def _on_replay(self, err: KafkaError | None, msg: Message) -> None:
         self._replay_outstanding -= 1
@@ -434,7 +423,7 @@ class EventPublisher:
                 self._count("unknown", "dropped", lost)
             if self._replay_outstanding:
                 self._replay_outstanding, self._replay_failed = 0, True  # replayed again later
-            self._direct_outstanding = 0
+            self._direct.forget_unresolved()
             self._producer = Producer(self._config)
 
     def _replay_step(self) -> None:
@@ -512,8 +501,8 @@ class EventPublisher:
         end = time.monotonic() + 2.0
         while len(self._producer) and time.monotonic() < end:
             self._producer.poll(0.01)
-        self._settle_failed(force=True)
-        self._direct_outstanding = 0
+        self._spool_failed(force=True)
+        self._direct.forget_unresolved()
         self._drain_queue(len(self._queue) + 1)
         if self._replay is not None and self._replay_outstanding == 0 and not self._replay_failed:
             self._spool.commit(self._replay[0])  # acknowledged before the thread stopped
