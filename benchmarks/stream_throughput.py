@@ -3,7 +3,9 @@
     python -m benchmarks.stream_throughput [--events 200000] [--rate 2000] [--seconds 30]
 
 1. events/s of one detector worker from Kafka through validation, windows, drift and
-   metrics (the worker runs as its own process, as in production);
+   metrics (the worker runs as its own process, as in production), next to the ceilings
+   measured in the same run: a Faust agent that only counts records (same app settings),
+   and a plain confluent-kafka consumer reading the same records;
 2. time to score one window's drift (7 KS tests against the reference) with the
    stream code, against Deepchecks' FeatureDrift computing KS on the same values;
 3. freshness p99 (now minus the newest processed event time) at a steady rate.
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import requests
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from driftstream.settings import Settings, get_settings
 from driftstream.stack import stack
@@ -65,17 +67,26 @@ def _metric(port: int, name: str) -> float | None:
     return None
 
 
-def _start_worker(settings: Settings) -> subprocess.Popen:
+def _start(module: str, arg: str, port: int, ready_metric: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "stream_apps.worker", "detector"], env=env, cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", module, arg], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if _metric(settings.stream_detector_metrics_port, "driftstream_reference_missing") is not None:
-            time.sleep(5)  # let it join the group and finish recovery
+        if _metric(port, ready_metric) is not None:
+            time.sleep(8)  # let it join its group and finish recovery
             return proc
         time.sleep(0.5)
-    raise RuntimeError("stream worker did not start")
+    raise RuntimeError(f"{module} did not start")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
 
 
 def _ensure_reference(settings: Settings) -> None:
@@ -108,10 +119,8 @@ def _wait_caught_up(settings: Settings, timeout_s: float = 600) -> None:
     raise RuntimeError("the stream worker did not catch up with its backlog")
 
 
-def throughput(settings: Settings, producer: Producer, n: int) -> float:
-    port = settings.stream_detector_metrics_port
-    name = 'driftstream_events_processed_total{model="detector"}'
-    _wait_caught_up(settings)
+def throughput(producer: Producer, n: int, port: int, name: str) -> float:
+    """Events/s from the first record produced until the counter ``name`` has grown by ``n``."""
     before = _metric(port, name) or 0.0
     payloads = _events(n, time.time(), 20000.0, np.random.default_rng(1))
     t0 = time.perf_counter()
@@ -135,7 +144,33 @@ def throughput(settings: Settings, producer: Producer, n: int) -> float:
         time.sleep(0.2)
     elapsed = time.perf_counter() - t0
     print()
+    if done < n:
+        raise RuntimeError(f"only {int(done)} of {n} events counted within 300 s")
     return n / elapsed
+
+
+def raw_consumer(settings: Settings, start: dict[int, int], n: int) -> float:
+    """Records/s of a plain confluent-kafka consumer reading ``n`` records from ``start`` offsets."""
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"bench-raw-{time.time()}",
+                         "enable.auto.commit": False, "fetch.max.bytes": 64 << 20})
+    consumer.assign([TopicPartition(DETECTOR_PREDICTIONS, p, o) for p, o in start.items()])
+    got = 0
+    t0 = time.perf_counter()
+    deadline = time.monotonic() + 120
+    while got < n and time.monotonic() < deadline:
+        got += sum(1 for m in consumer.consume(10000, 0.5) if m.error() is None)
+    elapsed = time.perf_counter() - t0
+    consumer.close()
+    return got / elapsed
+
+
+def end_offsets(settings: Settings) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "bench-offsets"})
+    parts = consumer.list_topics(DETECTOR_PREDICTIONS, timeout=10).topics[DETECTOR_PREDICTIONS].partitions
+    out = {p: consumer.get_watermark_offsets(TopicPartition(DETECTOR_PREDICTIONS, p), timeout=10)[1]
+           for p in parts}
+    consumer.close()
+    return out
 
 
 def freshness(settings: Settings, producer: Producer, rate: float, seconds: float) -> tuple[float, float]:
@@ -208,20 +243,34 @@ def main(argv: list[str] | None = None) -> int:
     _ensure_reference(settings)
     print("drift cost per window (5000 events, 7 features)")
     t_ours, t_dc, diff = drift_cost()
-    print("starting one detector stream worker")
-    worker = _start_worker(settings)
     producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 20,
                          "queue.buffering.max.messages": 500000})
+    port = settings.stream_detector_metrics_port
+    print("ceiling 1: a Faust agent that only counts records")
+    bare_port = port + 100
+    bare = _start("benchmarks.faust_bare_agent", str(bare_port), bare_port, "bench_bare_agent_events_total")
     try:
+        start = end_offsets(settings)
+        bare_eps = throughput(producer, args.events, bare_port, "bench_bare_agent_events_total")
+    finally:
+        _stop(bare)
+    print("ceiling 2: a plain confluent-kafka consumer reading the same records")
+    raw_eps = raw_consumer(settings, start, args.events)
+    print("starting one detector stream worker")
+    worker = _start("stream_apps.worker", "detector", port, "driftstream_reference_missing")
+    try:
+        _wait_caught_up(settings)
         print(f"throughput: {args.events} events")
-        eps = throughput(settings, producer, args.events)
+        eps = throughput(producer, args.events, port, 'driftstream_events_processed_total{model="detector"}')
         print(f"freshness at {args.rate:.0f} events/s for {args.seconds:.0f}s")
         f50, f99 = freshness(settings, producer, args.rate, args.seconds)
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(30)
+        _stop(worker)
     rows = [
         ("worker throughput (events/s)", f"{eps:,.0f}", ">= 20,000", "yes" if eps >= 20000 else "NO"),
+        ("bare Faust agent, counting only (events/s)", f"{bare_eps:,.0f}", "", ""),
+        ("worker / bare Faust agent", f"{eps / bare_eps:.2f}", "", ""),
+        ("plain confluent-kafka consumer (events/s)", f"{raw_eps:,.0f}", "", ""),
         ("freshness p50 (s)", f"{f50:.2f}", "", ""),
         (f"freshness p99 at {args.rate:.0f}/s (s)", f"{f99:.2f}", "<= 2", "yes" if f99 <= 2 else "NO"),
         ("window drift, stream code (ms)", f"{t_ours * 1e3:.1f}", "", ""),
@@ -230,10 +279,10 @@ def main(argv: list[str] | None = None) -> int:
         ("max |KS D difference|", f"{diff:.2e}", "", ""),
     ]
     print()
-    print(f"| {'measure':48s} | {'value':>10s} | target | met |")
-    print(f"|{'-' * 50}|{'-' * 12}|--------|-----|")
+    print(f"| {'measure':48s} | {'value':>10s} | {'target':9s} | met |")
+    print(f"|{'-' * 50}|{'-' * 12}|{'-' * 11}|-----|")
     for r in rows:
-        print(f"| {r[0]:48s} | {r[1]:>10s} | {r[2]:6s} | {r[3]:3s} |")
+        print(f"| {r[0]:48s} | {r[1]:>10s} | {r[2]:9s} | {r[3]:3s} |")
     return 0
 
 
