@@ -12,9 +12,11 @@ Run with ``driftstream stream worker detector``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import faust
+from faust.types import Message
 
 from driftstream.settings import Settings
 from producers.contracts import DETECTOR_PREDICTIONS
@@ -53,10 +55,9 @@ def create_app(settings: Settings) -> tuple[faust.App, WindowPipeline]:
         publish_metrics=publish_detector_metrics,
     )
 
-    @app.agent(predictions, name="detector-windows-agent")
-    async def process(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(2000, within=0.2):
-            pipeline.process_batch(batch)
+    @app.batch_agent(predictions)
+    def process(messages: Sequence[Message]) -> None:
+        pipeline.process_batch(messages)
 
     _ = process
     _attach_housekeeping(app, pipeline)
