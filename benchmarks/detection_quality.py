@@ -1,9 +1,9 @@
 """Detection quality of the window and drift code: false alarms and detection delay.
 
 Replays event streams through the same code the stream workers run (no Kafka): a
-:class:`~stream_apps.windows.WindowClock` decides lateness and closes windows, one
-accumulator per pane is updated per event, each closed window is the merge of its panes
-and is scored against a reference with the configured budget
+:class:`~stream_apps.window_processor.WindowProcessor` decides lateness, updates one
+accumulator per pane per event, and merges a closed window's panes and scores it against
+a reference with the configured budget
 (``settings.false_alarms_per_day``) and window settings.
 
 Scenarios (event time advances at ``--rate`` events a second; arrival order is shuffled
@@ -60,7 +60,8 @@ from stream_apps.detector_window import PROPERTY_NAMES, DetectorWindow, detector
 from stream_apps.false_alarm_control import DriftPolicy, DriftTest
 from stream_apps.recommender_window import PopularityBuckets, RecommenderWindow, recommender_reference
 from stream_apps.reference_profile import ReferenceProfile
-from stream_apps.windows import HoppingWindows, WindowClock
+from stream_apps.window_processor import ClosedWindow, WindowProcessor
+from stream_apps.windows import HoppingWindows
 
 T0 = 1_700_000_000.0
 LATE_SHARE = 0.001
@@ -95,48 +96,45 @@ class Replay:
 
 def replay(events: Iterator[Any], new_window: Callable[[], Any], reference: ReferenceProfile,
            policies: dict[str, DriftPolicy], windows: HoppingWindows, grace_s: float, key: str) -> Replay:
-    """Panes per hop, windows merged from panes when the watermark closes them."""
-    clock = WindowClock(windows, grace_s)
-    panes: dict[float, Any] = {}
-    out = Replay()
+    """The stream workers' window state: panes per hop, windows scored when the watermark closes them."""
     main = next(iter(policies))
+    processor = WindowProcessor(key, windows, grace_s, new_window=new_window,
+                                load_window=lambda _: None, reference=reference, policy=policies[main])
+    out = Replay()
 
-    def close(starts: Sequence[float]) -> None:
-        for start in starts:
-            tick = time.process_time()
-            parts = [panes[p] for p in windows.pane_starts(start) if p in panes]
-            merged = type(parts[0]).combine(parts)
-            result = merged.result(reference, policies[main], start, key)
-            out.result_s += time.process_time() - tick
+    def record(closed: Sequence[ClosedWindow]) -> None:
+        for window in closed:
+            result = window.result
             tests = {k: DriftTest(v["score"], math.nan if v["p_value"] is None else v["p_value"], v["method"], v["n"])
                      for k, v in result["drift"].items()}
             drift = {main: bool(result["model_drift_detected"])}
             for name, policy in policies.items():
                 if name != main:
-                    drift[name] = bool(policy.decide(tests, start, key)["model_drift_detected"])
+                    drift[name] = bool(policy.decide(tests, window.window_start, key)["model_drift_detected"])
             p_values = [t.p_value for t in tests.values() if not math.isnan(t.p_value)]
-            out.outcomes.append(WindowOutcome(start, windows.window_end(start), drift,
+            out.outcomes.append(WindowOutcome(window.window_start, window.window_end, drift,
                                               [k for k, v in result["drift"].items() if v["flagged"]],
                                               min(p_values, default=math.nan)))
-            panes.pop(start, None)  # later windows start after this pane
 
+    offset = 0
+    closes_after = windows.size_s + grace_s
+    boundary = -math.inf  # windows close only when the watermark crosses a hop boundary past size + grace
     while chunk := list(islice(events, 10_000)):  # building the events is not timed
         tick, scoring = time.process_time(), out.result_s
         for event in chunk:
-            t = event.event_time
-            if not clock.observe(t):
+            offset += 1
+            if processor.apply(event, partition=0, offset=offset) != "accepted":
                 continue
-            start = windows.pane_start(t)
-            pane = panes.get(start)
-            if pane is None:
-                pane = panes[start] = new_window()
-            pane.update(event)
-            due = clock.pop_closed()
-            if due:
-                close(due)
+            crossed = math.floor((processor.watermark - closes_after) / windows.hop_s)
+            if crossed > boundary:
+                boundary = crossed
+                closing = time.process_time()
+                closed = processor.close_due()
+                out.result_s += time.process_time() - closing
+                record(closed)
         out.events += len(chunk)
         out.update_s += time.process_time() - tick - (out.result_s - scoring)
-    out.dropped = clock.dropped()
+    out.dropped = processor.late_dropped
     return out
 
 

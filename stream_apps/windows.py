@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import math
 
-_EPS = 1e-9
-
 
 class HoppingWindows:
     """Windows ``[k*hop, k*hop + size)`` on the event-time axis (seconds)."""
