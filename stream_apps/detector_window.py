@@ -47,7 +47,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from producers.contracts import DetectorPrediction, ImageProperties
-from stream_apps.false_alarm_control import DriftPolicy, DriftTest
+from stream_apps.false_alarm_control import DriftPolicy, DriftTest, window_drift_result
 from stream_apps.ks_test import Method, ks_2samp
 from stream_apps.reference_profile import REFERENCE_SAMPLE_SIZE, ReferenceProfile
 from stream_apps.summary_stats import SummaryStats
@@ -237,31 +237,8 @@ class DetectorWindow:
 
     def result(self, reference: ReferenceProfile | None = None, policy: DriftPolicy | None = None,
                window_start: float | None = None, key: str = "detector") -> dict[str, Any]:
-        """Statistics plus drift: per property ``{score, p_value, method, n, flagged, drift_detected}``.
-
-        Without a policy the tests are reported undecided (``flagged``/``drift_detected``
-        None). The policy records this window in its persistence state.
-        """
-        out = self.statistics()
-        out["reference_version"] = None
-        out["drift"] = {}
-        out["model_drift_detected"] = False
-        if reference is None:
-            return out
-        out["reference_version"] = reference.fingerprint()
-        tests = self.drift_tests(reference)
-        if policy is None:
-            out["drift"] = {k: {"score": t.score, "p_value": _none_if_nan(t.p_value), "method": t.method,
-                                "n": t.n, "flagged": None, "drift_detected": None} for k, t in tests.items()}
-            out["model_drift_detected"] = None
-            return out
-        if window_start is None:
-            raise ValueError("window_start is needed to apply a drift policy")
-        decision = policy.decide(tests, window_start, key)
-        out["drift"] = decision["features"]
-        out["model_drift_detected"] = decision["model_drift_detected"]
-        out["alpha"] = decision["alpha"]
-        return out
+        """Statistics plus drift (:func:`~stream_apps.false_alarm_control.window_drift_result`)."""
+        return window_drift_result(self.statistics(), reference, self.drift_tests, policy, window_start, key)
 
 
 def detector_reference(model: str, model_version: str, image_properties: ArrayLike, *,

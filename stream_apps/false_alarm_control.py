@@ -17,6 +17,9 @@ Three pieces, applied to every closed window of a model:
 3. :class:`DriftPolicy` applies the persistence rule: a feature is ``drift_detected``
    once it was flagged in ``m`` consecutive hops, and the model when any feature is.
 
+:func:`window_drift_result` adds the tests and decisions to a window's statistics; both
+window accumulators report through it.
+
 >>> per_window_alpha(0.1, hop_s=30, size_s=300)  # 2880 windows a day
 3.472222222222222e-05
 >>> benjamini_hochberg({"a": 0.001, "b": 0.02, "c": 0.5}, alpha=0.05)
@@ -32,9 +35,12 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from stream_apps.reference_profile import ReferenceProfile
 
 SECONDS_PER_DAY = 86400.0
 
@@ -185,3 +191,37 @@ class DriftPolicy:
         out = cls(state["alpha"], state["hop_s"], state["persistence_hops"], state["correction"])
         out._runs = {k: {f: list(v) for f, v in runs.items()} for k, runs in state["runs"].items()}
         return out
+
+
+def window_drift_result(statistics: dict[str, Any], reference: ReferenceProfile | None,
+                        drift_tests: Callable[[ReferenceProfile], Mapping[str, DriftTest]],
+                        policy: DriftPolicy | None, window_start: float | None, key: str) -> dict[str, Any]:
+    """A window's ``statistics`` plus ``reference_version``, ``drift`` and ``model_drift_detected``.
+
+    ``drift`` maps each feature to ``{score, p_value, method, n, flagged, drift_detected}``.
+    Without a reference there are no tests; without a policy the tests are reported
+    undecided (``flagged``/``drift_detected`` None). The policy records this window in its
+    persistence state.
+
+    >>> tests = lambda ref: {"x": DriftTest(0.5, 1e-9, "ks", 100)}
+    >>> window_drift_result({"event_count": 3}, None, tests, None, None, "m")["drift"]
+    {}
+    """
+    out = dict(statistics, reference_version=None, drift={}, model_drift_detected=False)
+    if reference is None:
+        return out
+    out["reference_version"] = reference.fingerprint()
+    tests = drift_tests(reference)
+    if policy is None:
+        out["drift"] = {k: {"score": t.score, "p_value": None if math.isnan(t.p_value) else t.p_value,
+                            "method": t.method, "n": t.n, "flagged": None, "drift_detected": None}
+                        for k, t in tests.items()}
+        out["model_drift_detected"] = None
+        return out
+    if window_start is None:
+        raise ValueError("window_start is needed to apply a drift policy")
+    decision = policy.decide(tests, window_start, key)
+    out["drift"] = decision["features"]
+    out["model_drift_detected"] = decision["model_drift_detected"]
+    out["alpha"] = decision["alpha"]
+    return out
