@@ -30,8 +30,8 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import requests
@@ -40,6 +40,7 @@ from PIL import Image
 from driftstream.settings import Settings, get_settings
 from producers.idcard_scenes import generate_scene, scene_rng
 from producers.image_transforms import parse_transforms
+from producers.open_loop import run_open_loop
 
 
 @dataclass
@@ -142,38 +143,8 @@ def run(settings: Settings, rate: float, count: int, transforms: Sequence[str] =
             if status == 200:
                 latencies.append(latency)
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=count, unit="req", file=sys.stderr, desc="detector traffic")
-    start = time.monotonic()
-    deadline = start + budget
-    futures: list[Future[None]] = []
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="traffic") as pool_exec:
-        for i in range(count):
-            wait = start + i / rate - time.monotonic()
-            if wait > 0:
-                time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
-            if time.monotonic() >= deadline:
-                break
-            fut = pool_exec.submit(send, i)
-            if bar is not None:
-                fut.add_done_callback(lambda _f: bar.update(1))
-            futures.append(fut)
-        for fut in futures:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                fut.result(timeout=left)
-            except TimeoutError:
-                break
-        for fut in futures:
-            fut.cancel()
-    elapsed = time.monotonic() - start
-    if bar is not None:
-        bar.close()
+    elapsed = run_open_loop((partial(send, i) for i in range(count)), count=count, rate=rate, budget_s=budget,
+                            workers=workers, progress_desc="detector traffic" if progress else None)
     with lock:
         return TrafficReport(sent=sum(statuses.values()), ok=statuses.get(200, 0), statuses=dict(statuses),
                              elapsed_s=elapsed, latencies_ms=list(latencies), detections=detections,

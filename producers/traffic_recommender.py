@@ -47,9 +47,9 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -66,6 +66,7 @@ from producers.movielens import (
     load_ml100k,
     synthetic_ml100k,
 )
+from producers.open_loop import run_open_loop
 from producers.publisher import EventPublisher, publish_enabled
 
 #: Kafka key of every recommender event; the service publishes its requests with the same key.
@@ -344,41 +345,15 @@ def run(settings: Settings, rate: float, count: int, *, drift_items: Iterable[in
                 tally["explained"] += sum(1 for it in items if it.get("explanation"))
                 tally["feedback"] += rated
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    def jobs() -> Iterator[Callable[[], None]]:
+        for i in range(count):
+            user_id, ranked = sampler.sample()  # drawn in order, before the request's planned start
+            yield partial(send, i, user_id, ranked)
 
-        bar = tqdm(total=count, unit="req", file=sys.stderr, desc="recommender traffic")
-    start = time.monotonic()
-    deadline = start + budget
-    futures: list[Future[None]] = []
     try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="traffic") as pool:
-            for i in range(count):
-                user_id, ranked = sampler.sample()
-                wait = start + i / rate - time.monotonic()
-                if wait > 0:
-                    time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
-                if time.monotonic() >= deadline:
-                    break
-                fut = pool.submit(send, i, user_id, ranked)
-                if bar is not None:
-                    fut.add_done_callback(lambda _f: bar.update(1))
-                futures.append(fut)
-            for fut in futures:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    fut.result(timeout=left)
-                except TimeoutError:
-                    break
-            for fut in futures:
-                fut.cancel()
-        elapsed = time.monotonic() - start
+        elapsed = run_open_loop(jobs(), count=count, rate=rate, budget_s=budget, workers=workers,
+                                progress_desc="recommender traffic" if progress else None)
     finally:
-        if bar is not None:
-            bar.close()
         unsent = publisher.flush(10.0)
         if own_publisher:
             publisher.close(timeout_s=5.0)
