@@ -59,6 +59,7 @@ from serving.json_logging import (  # noqa: E402
     new_trace_id,
     trace_id_from_headers,
 )
+from serving.request_body import read_bounded_body, replay_body  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICE_NAME = "detector"
@@ -205,45 +206,23 @@ class UploadGuard:
                                     f"the upload is {int(length)} bytes; "
                                     f"at most {self.max_bytes} are accepted")
         else:
-            chunks: list[bytes] = []
-            size = 0
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                chunks.append(chunk)
-                if size > limit:
-                    problem = InputRejected("too_large", 413,
-                                            f"the upload exceeds {self.max_bytes} bytes, the most accepted")
-                    break
-                if not message.get("more_body", False):
-                    break
-            body = b"".join(chunks)
+            read = await read_bounded_body(receive, limit)
+            if read is None:
+                return  # the client went away
+            body, too_large = read
+            if too_large:
+                problem = InputRejected("too_large", 413,
+                                        f"the upload exceeds {self.max_bytes} bytes, the most accepted")
             if problem is None:
                 problem = image_field_problem(body, content_type)
         if problem is None:
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, replay_body(body, receive), send)
             return
         request_id = uuid.uuid4().hex
         trace_id = trace_id_from_headers(headers) or new_trace_id()
         with log_context(request_id, trace_id):
             _reject(problem, scope["path"])
         await _error_response(problem, request_id, trace_id)(scope, receive, send)
-
-
-def _replay(body: bytes, receive: Any) -> Any:
-    sent = False
-
-    async def replay() -> dict[str, Any]:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()  # later reads wait for the client's disconnect
-
-    return replay
 
 
 def _load_model() -> Any:

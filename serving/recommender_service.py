@@ -68,6 +68,7 @@ from serving.json_logging import (  # noqa: E402
     new_trace_id,
     trace_id_from_headers,
 )
+from serving.request_body import read_bounded_body, replay_body  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICE_NAME = "recommender"
@@ -231,22 +232,13 @@ class JsonBodyGuard:
             problem = RequestRejected("too_large", 413, f"the body is {length} bytes; at most {self.max_bytes} "
                                       "are accepted")
         else:
-            chunks: list[bytes] = []
-            size = 0
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                chunks.append(chunk)
-                if size > self.max_bytes:
-                    problem = RequestRejected("too_large", 413, f"the body exceeds {self.max_bytes} bytes, "
-                                              "the most accepted")
-                    break
-                if not message.get("more_body", False):
-                    break
-            body = b"".join(chunks)
+            read = await read_bounded_body(receive, self.max_bytes)
+            if read is None:
+                return  # the client went away
+            body, too_large = read
+            if too_large:
+                problem = RequestRejected("too_large", 413, f"the body exceeds {self.max_bytes} bytes, "
+                                          "the most accepted")
         if problem is None:
             try:
                 request = parse_request(body)
@@ -258,26 +250,13 @@ class JsonBodyGuard:
             kept = [(k, v) for k, v in raw_headers if k.lower() not in (b"content-type", b"content-length")]
             scope = {**scope, "headers": [*kept, (b"content-type", b"application/json"),
                                           (b"content-length", str(len(clean)).encode())]}
-            await self.app(scope, _replay(clean, receive), send)
+            await self.app(scope, replay_body(clean, receive), send)
             return
         request_id = uuid.uuid4().hex
         trace_id = trace_id_from_headers(headers) or new_trace_id()
         with log_context(request_id, trace_id):
             _reject(problem)
         await _error_response(problem, request_id, trace_id)(scope, receive, send)
-
-
-def _replay(body: bytes, receive: Any) -> Any:
-    sent = False
-
-    async def replay() -> dict[str, Any]:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()  # later reads wait for the client's disconnect
-
-    return replay
 
 
 def model_dir() -> Path:
