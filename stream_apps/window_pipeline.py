@@ -190,15 +190,14 @@ class WindowPipeline:
         """Close windows of idle partitions (wall clock), refresh freshness and lag."""
         self.ensure_reference()
         closed: list[ClosedWindow] = []
-        for proc in list(self.processors.values()):
-            closed += proc.close_due(idle_after_s=self.grace_s)
+        for partition, proc in list(self.processors.items()):
+            done = proc.close_due(idle_after_s=self.grace_s)
+            if done:
+                closed += done
+                self._persist(partition)  # the closes reach the changelog, as a batch's do
         self._emit(closed)
         self._update_freshness()
         return closed
-
-    def flush_idle_state(self) -> None:
-        for p in list(self.processors):
-            self._persist(p)
 
     def _persist(self, partition: int) -> None:
         """Write changed state to the table, on the changelog partition it belongs to."""
