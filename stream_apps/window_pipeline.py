@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -102,6 +103,9 @@ class WindowPipeline:
         self.sink_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{model}-sink")
         self.lag_probe = LagProbe(settings.bootstrap_servers, app_id)
         m.REFERENCE_MISSING.labels(model=model).set(0)
+        # Freshness is computed when Prometheus scrapes, so it keeps growing while nothing is processed.
+        self._newest_event_time = math.nan
+        m.EVENT_FRESHNESS.labels(model=model).set_function(self._freshness_now)
 
     # --- reference ------------------------------------------------------------------------
 
@@ -155,6 +159,7 @@ class WindowPipeline:
     def revoke(self, partitions: set[int]) -> None:
         for p in partitions:
             self.processors.pop(p, None)
+        self._update_freshness()
 
     # --- the pipeline --------------------------------------------------------------------
 
@@ -210,9 +215,13 @@ class WindowPipeline:
                 self.table.send_changelog(partition, key, value)
 
     def _update_freshness(self) -> None:
-        newest = max((p.newest_event_time for p in self.processors.values()), default=None)
-        if newest is not None and newest > 0:
-            m.EVENT_FRESHNESS.labels(model=self.model).set(max(0.0, time.time() - newest))
+        newest = max((p.newest_event_time for p in self.processors.values()), default=math.nan)
+        self._newest_event_time = newest if math.isfinite(newest) and newest > 0 else math.nan
+
+    def _freshness_now(self) -> float:
+        """Now minus the newest processed event time (NaN before the first event); read by the scrape thread."""
+        newest = self._newest_event_time  # one float read: safe against the event loop's updates
+        return math.nan if math.isnan(newest) else max(0.0, time.time() - newest)
 
     def _emit(self, closed: list[ClosedWindow]) -> None:
         for w in closed:
