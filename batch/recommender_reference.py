@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from batch.built_reference import BuiltReference
 from driftstream.object_store import ObjectStore
 from driftstream.settings import Settings
 from producers.contracts import RecommendedItem, RecommenderRequest, new_event_id
@@ -63,9 +64,7 @@ def reference_requests(n: int = REFERENCE_REQUESTS, seed: int = REFERENCE_SEED, 
     return events, buckets, model, data
 
 
-def build_recommender_reference(settings: Settings, progress: bool = True):  # noqa: ANN201
-    from batch.reference_build import BuiltReference
-
+def build_recommender_reference(settings: Settings, progress: bool = True) -> BuiltReference:
     t0 = time.monotonic()
     events, buckets, model, data = reference_requests(progress=progress)
     profile = recommender_reference("recommender", model.model_version, events, buckets)

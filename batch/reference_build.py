@@ -12,31 +12,20 @@ becomes the model's current reference (see :mod:`stream_apps.reference_store`).
 from __future__ import annotations
 
 import io
-import json
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from batch.built_reference import BuiltReference, describe
 from driftstream.object_store import ObjectStore
 from driftstream.settings import Settings
 from stream_apps.reference_profile import ReferenceProfile
 from stream_apps.reference_store import save_reference
 
 DETECTOR_REFERENCE_SEED = 20_000  # the training split's seed range of the scene generator
-
-
-@dataclass(frozen=True)
-class BuiltReference:
-    model: str
-    model_version: str
-    profile_key: str
-    n_samples: int
-    extra_keys: list[str]
-    seconds: float
 
 
 def reference_images_prefix(model_version: str) -> str:
@@ -94,12 +83,6 @@ def build_reference(settings: Settings, model: str, progress: bool = True) -> Bu
 
         return build_recommender_reference(settings, progress=progress)
     raise ValueError(f"unknown model {model!r}; choose detector or recommender")
-
-
-def describe(ref: BuiltReference) -> str:
-    return json.dumps({"model": ref.model, "model_version": ref.model_version, "profile": ref.profile_key,
-                       "samples": ref.n_samples, "objects": len(ref.extra_keys) + 1,
-                       "seconds": round(ref.seconds, 1)})
 
 
 __all__ = ["BuiltReference", "ReferenceProfile", "build_reference", "describe"]

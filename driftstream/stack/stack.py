@@ -13,6 +13,7 @@ from typing import Any
 
 from driftstream.settings import Settings
 from driftstream.stack import process
+from driftstream.stack.app_components import app_components
 from driftstream.stack.components import (
     AlertmanagerComponent,
     Component,
@@ -23,10 +24,6 @@ from driftstream.stack.components import (
 from driftstream.stack.process import StackError
 
 CORE = ["kafka", "s3", "prometheus", "alertmanager"]
-
-# Later stages register their processes here (name -> factory), in start order.
-APP_COMPONENTS: dict[str, Callable[[Settings], Component]] = {}
-
 
 def core_components(settings: Settings) -> list[Component]:
     s = settings
@@ -43,9 +40,7 @@ def core_components(settings: Settings) -> list[Component]:
 
 
 def all_components(settings: Settings) -> list[Component]:
-    from driftstream.stack import app_components  # noqa: F401  (registers the app processes)
-
-    return core_components(settings) + [factory(settings) for factory in APP_COMPONENTS.values()]
+    return core_components(settings) + app_components(settings)
 
 
 def select(settings: Settings, names: list[str] | None) -> list[Component]:
