@@ -10,7 +10,9 @@
    stream code, against Deepchecks' FeatureDrift computing KS on the same values;
 3. freshness p99 (now minus the newest processed event time) at a steady rate.
 
-It starts the local core stack if needed (default settings, ``.state/``).
+It runs on a core stack of its own (``.state/bench``, ports below), started if needed and
+stopped at the end, so its synthetic events never reach the windows, archive and reports
+of the stack you use (`make demo`'s, on the default ports).
 """
 
 from __future__ import annotations
@@ -41,6 +43,20 @@ from producers.contracts import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+# A stack of the benchmark's own, like the tests' (tests/conftest.py), on ports of its own.
+BENCH_ENV = {
+    "DRIFTSTREAM_STATE_DIR": str(ROOT / ".state" / "bench"),
+    "DRIFTSTREAM_KAFKA_PORT": "29592",
+    "DRIFTSTREAM_KAFKA_CONTROLLER_PORT": "29692",
+    "DRIFTSTREAM_S3_PORT": "28433",
+    "DRIFTSTREAM_S3_MASTER_PORT": "29433",
+    "DRIFTSTREAM_S3_VOLUME_PORT": "28180",
+    "DRIFTSTREAM_S3_FILER_PORT": "28988",
+    "DRIFTSTREAM_S3_ADMIN_PORT": "28746",
+    "DRIFTSTREAM_PROMETHEUS_PORT": "29590",
+    "DRIFTSTREAM_ALERTMANAGER_PORT": "29593",
+    "DRIFTSTREAM_STREAM_DETECTOR_METRICS_PORT": "26566",  # the bare agent takes 26666 and 26667
+}
 # The ceilings read a copy of the records from their own topic, so the worker never sees them:
 # their event times would move its watermark and make the worker's own records late.
 CEILING_TOPIC = "driftstream.bench.ceiling.v1"
@@ -262,42 +278,47 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--event-rate", type=float, default=1000.0,
                     help="events per second of event time in the throughput run (windows close as it crosses hops)")
     args = ap.parse_args(argv)
+    os.environ.update(BENCH_ENV)  # inherited by the worker processes
     settings = get_settings()
-    print("starting the core stack (if needed)")
+    already = {n for n, st in stack.status(settings, stack.CORE).items() if st.healthy}
+    print(f"starting the benchmark's core stack ({settings.abs_state_dir})")
     stack.up(settings, stack.CORE, log=lambda line: print("  " + line))
-    _ensure_reference(settings)
-    print("drift cost per window (5000 events, 7 features)")
-    t_ours, t_dc, diff = drift_cost()
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 20,
-                         "queue.buffering.max.messages": 500000})
-    port = settings.stream_detector_metrics_port
-    ensure_topics(settings, [TopicSpec(CEILING_TOPIC, DetectorPrediction, retention_ms=3_600_000)])
-    closed_name = 'driftstream_windows_closed_total{model="detector"}'
-    print("ceiling 1: a Faust agent that only counts records")
-    bare_port = port + 100
-    bare = _start("benchmarks.faust_bare_agent", [str(bare_port), CEILING_TOPIC], bare_port,
-                  "bench_bare_agent_events_total")
     try:
-        start = end_offsets(settings, CEILING_TOPIC)
-        bare_eps = throughput(producer, CEILING_TOPIC, args.events, bare_port, "bench_bare_agent_events_total",
-                              args.event_rate)
+        _ensure_reference(settings)
+        print("drift cost per window (5000 events, 7 features)")
+        t_ours, t_dc, diff = drift_cost()
+        producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 20,
+                             "queue.buffering.max.messages": 500000})
+        port = settings.stream_detector_metrics_port
+        ensure_topics(settings, [TopicSpec(CEILING_TOPIC, DetectorPrediction, retention_ms=3_600_000)])
+        closed_name = 'driftstream_windows_closed_total{model="detector"}'
+        print("ceiling 1: a Faust agent that only counts records")
+        bare_port = port + 100
+        bare = _start("benchmarks.faust_bare_agent", [str(bare_port), CEILING_TOPIC], bare_port,
+                      "bench_bare_agent_events_total")
+        try:
+            start = end_offsets(settings, CEILING_TOPIC)
+            bare_eps = throughput(producer, CEILING_TOPIC, args.events, bare_port, "bench_bare_agent_events_total",
+                                  args.event_rate)
+        finally:
+            _stop(bare)
+        print("ceiling 2: a plain confluent-kafka consumer reading the same records")
+        raw_eps = raw_consumer(settings, CEILING_TOPIC, start, args.events)
+        print("starting one detector stream worker")
+        worker = _start("stream_apps.worker", ["detector"], port, "driftstream_reference_missing")
+        try:
+            _wait_caught_up(settings)
+            print(f"throughput: {args.events} events, {args.event_rate:.0f} events/s of event time")
+            closed_before = _metric(port, closed_name) or 0.0
+            eps = throughput(producer, DETECTOR_PREDICTIONS, args.events, port,
+                             'driftstream_events_processed_total{model="detector"}', args.event_rate)
+            closed = (_metric(port, closed_name) or 0.0) - closed_before
+            print(f"freshness at {args.rate:.0f} events/s for {args.seconds:.0f}s")
+            fresh = freshness(settings, producer, args.rate, args.seconds)
+        finally:
+            _stop(worker)
     finally:
-        _stop(bare)
-    print("ceiling 2: a plain confluent-kafka consumer reading the same records")
-    raw_eps = raw_consumer(settings, CEILING_TOPIC, start, args.events)
-    print("starting one detector stream worker")
-    worker = _start("stream_apps.worker", ["detector"], port, "driftstream_reference_missing")
-    try:
-        _wait_caught_up(settings)
-        print(f"throughput: {args.events} events, {args.event_rate:.0f} events/s of event time")
-        closed_before = _metric(port, closed_name) or 0.0
-        eps = throughput(producer, DETECTOR_PREDICTIONS, args.events, port,
-                         'driftstream_events_processed_total{model="detector"}', args.event_rate)
-        closed = (_metric(port, closed_name) or 0.0) - closed_before
-        print(f"freshness at {args.rate:.0f} events/s for {args.seconds:.0f}s")
-        fresh = freshness(settings, producer, args.rate, args.seconds)
-    finally:
-        _stop(worker)
+        stack.down(settings, [n for n in stack.CORE if n not in already], log=lambda line: print("  " + line))
     rows = [
         ("worker throughput (events/s)", f"{eps:,.0f}", ">= 20,000", "yes" if eps >= 20000 else "NO"),
         ("bare Faust agent, counting only (events/s)", f"{bare_eps:,.0f}", "", ""),

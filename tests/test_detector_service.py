@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -20,7 +16,7 @@ import numpy as np
 import pytest
 import requests
 from PIL import Image
-from prometheus_client.parser import text_string_to_metric_families
+from service_process import ServiceClient, service_process
 from test_publisher import high_watermarks, read_topic
 
 from driftstream.object_store import ObjectStore
@@ -43,58 +39,16 @@ ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 180.0
 
 
-class Detector:
+class Detector(ServiceClient):
     def __init__(self, settings: Settings, log_file: Path) -> None:
+        super().__init__(f"http://{settings.host}:{settings.detector_port}", log_file)
         self.settings = settings
-        self.url = f"http://{settings.host}:{settings.detector_port}"
-        self.log_file = log_file
 
     def post(self, data: bytes, *, endpoint: str = "/invocation", filename: str = "img.jpg",
              trace_id: str | None = None, **kwargs: object) -> requests.Response:
         headers = {"traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"} if trace_id else {}
         return requests.post(self.url + endpoint, files={"image": (filename, data)}, headers=headers,
                              timeout=60, **kwargs)
-
-    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
-        text = requests.get(self.url + "/metrics", timeout=10).text
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
-                    return sample.value
-        return 0.0
-
-    def log_lines(self) -> list[dict]:
-        out = []
-        for line in self.log_file.read_text(errors="replace").splitlines():
-            if line.startswith("{"):
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    pass
-        return out
-
-
-def start_ticks(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError):
-        return None
-
-
-def descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    out, todo = [], list(children.get(root, []))
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo += children.get(pid, [])
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -103,37 +57,10 @@ def detector(stack: Settings) -> Iterator[Detector]:
     if not (ROOT / "serving" / "models" / "model_card.json").is_file():
         pytest.skip("no committed detector model (serving/models/model_card.json); "
                     "run `python -m serving.detector_training`")
-    log_file = settings.abs_state_dir / "logs" / "detector-test.log"
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), DRIFTSTREAM_STATE_DIR=str(settings.abs_state_dir))
-    with open(log_file, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "serving.detector_service"], cwd=ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    service = Detector(settings, log_file)
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            assert proc.poll() is None, f"detector exited during start-up:\n{log_file.read_text()[-3000:]}"
-            try:
-                if requests.get(service.url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, f"detector not ready in {READY_TIMEOUT_S}s"
-            time.sleep(0.5)
+    service = Detector(settings, settings.abs_state_dir / "logs" / "detector-test.log")
+    env = {"PYTHONPATH": str(ROOT), "DRIFTSTREAM_STATE_DIR": str(settings.abs_state_dir)}
+    with service_process("serving.detector_service", service.url, service.log_file, env, READY_TIMEOUT_S):
         yield service
-    finally:
-        # BentoML's workers run in sessions of their own: remember them to be sure they are gone.
-        workers = [(pid, start_ticks(pid)) for pid in descendants(proc.pid)]
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        for pid, started in workers:
-            if start_ticks(pid) == started:  # still the same process, not a reused pid
-                os.kill(pid, signal.SIGKILL)
 
 
 def scene_jpeg(seed: int, quality: int = 90) -> tuple[bytes, np.ndarray]:

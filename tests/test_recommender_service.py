@@ -3,11 +3,6 @@ events read back from Kafka, bad inputs, metrics, JSON logs, and the traffic gen
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
+from service_process import ServiceClient, service_process
 from test_publisher import high_watermarks, read_topic
 
 from driftstream.settings import Settings
@@ -50,11 +45,10 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-class Service:
+class Service(ServiceClient):
     def __init__(self, settings: Settings, log_file: Path, model: RecommenderModel) -> None:
+        super().__init__(f"http://{settings.host}:{settings.recommender_port}", log_file)
         self.settings = settings
-        self.url = f"http://{settings.host}:{settings.recommender_port}"
-        self.log_file = log_file
         self.model = model
 
     def post(self, body: Any = None, *, data: bytes | None = None, trace_id: str | None = None) -> requests.Response:
@@ -63,54 +57,14 @@ class Service:
             return requests.post(self.url + "/recommend", json=body, headers=headers, timeout=30)
         return requests.post(self.url + "/recommend", data=data, headers=headers, timeout=30)
 
-    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
-        text = requests.get(self.url + "/metrics", timeout=10).text
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
-                    return sample.value
-        return 0.0
-
-    def log_lines(self) -> list[dict]:
-        out = []
-        for line in self.log_file.read_text(errors="replace").splitlines():
-            if line.startswith("{"):
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    pass
-        return out
-
 
 @pytest.fixture(scope="module")
 def service(stack: Settings, model_dir: Path) -> Iterator[Service]:
     settings = stack
-    log_file = settings.abs_state_dir / "logs" / "recommender-test.log"
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, DRIFTSTREAM_RECOMMENDER_MODEL_DIR=str(model_dir), PYTHONPATH=str(ROOT))
-    with open(log_file, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "serving.recommender_service"], cwd=ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    svc = Service(settings, log_file, RecommenderModel.load(model_dir))
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            assert proc.poll() is None, f"recommender exited during start-up:\n{log_file.read_text()[-3000:]}"
-            try:
-                if requests.get(svc.url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, f"recommender not ready in {READY_TIMEOUT_S}s"
-            time.sleep(0.5)
+    svc = Service(settings, settings.abs_state_dir / "logs" / "recommender-test.log", RecommenderModel.load(model_dir))
+    env = {"DRIFTSTREAM_RECOMMENDER_MODEL_DIR": str(model_dir), "PYTHONPATH": str(ROOT)}
+    with service_process("serving.recommender_service", svc.url, svc.log_file, env, READY_TIMEOUT_S):
         yield svc
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 def wait_for(read: Callable[[], dict[str, list]], want: set[str], timeout_s: float = 30.0) -> dict[str, list]:
