@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from driftstream.settings import Settings, get_settings
-from driftstream.stack import stack
+from driftstream.stack import process, stack
 from producers.contracts import RECOMMENDER_REQUESTS
 from producers.movielens import RequestSampler
 
@@ -76,40 +75,18 @@ def request_bodies(model_dir: Path, n: int = 2000, seed: int = 0) -> list[bytes]
     return [json.dumps({"user_id": u, "k": 10, "ranked_movies": r}).encode() for u, r in sampler.sample_many(n)]
 
 
-def start_service(port: int, model_dir: Path, publish: bool, state_dir: Path, log_file: Path) -> subprocess.Popen:
+def start_service(port: int, model_dir: Path, publish: bool, state_dir: Path, log_file: Path) -> process.PidRecord:
     """The service on ``port``, with a state dir (spool, BentoML home) of its own."""
     env = dict(os.environ, DRIFTSTREAM_RECOMMENDER_PORT=str(port), DRIFTSTREAM_RECOMMENDER_MODEL_DIR=str(model_dir),
                DRIFTSTREAM_PUBLISH_ENABLED="1" if publish else "0", DRIFTSTREAM_STATE_DIR=str(state_dir),
                PYTHONPATH=str(ROOT))
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "serving.recommender_service"], cwd=ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return process.spawn([sys.executable, "-m", "serving.recommender_service"], env=env, cwd=ROOT,
+                         log_file=log_file, pid_file=state_dir / "run" / "recommender.pid")
 
 
-def wait_ready(proc: subprocess.Popen, url: str, log_file: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the service exited during start-up:\n{log_file.read_text()[-2000:]}")
-        try:
-            if requests.get(url + "/readyz", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the service was not ready within {READY_TIMEOUT_S:.0f}s")
-        time.sleep(0.5)
-
-
-def stop_service(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+def wait_ready(rec: process.PidRecord, url: str, log_file: Path) -> None:
+    process.wait_ready(rec, lambda: process.http_ok(url + "/readyz", timeout_s=2), name="recommender",
+                       log_file=log_file, timeout_s=READY_TIMEOUT_S)
 
 
 def load(host: str, port: int, bodies: list[bytes], seconds: float, concurrency: int) -> LoadResult:
@@ -270,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(1.0)
         events = published_events(f"http://{settings.host}:{ports[True]}") - before
     finally:
-        for proc in procs.values():
-            stop_service(proc)
+        for rec in procs.values():
+            process.stop(rec, timeout_s=30)
         shutil.rmtree(state, ignore_errors=True)
 
     load_after = os.getloadavg()[0]

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,7 +28,7 @@ import requests
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from driftstream.settings import Settings, get_settings
-from driftstream.stack import stack
+from driftstream.stack import process, stack
 from driftstream.topics import ensure_topics
 from producers.contracts import (
     DETECTOR_PREDICTIONS,
@@ -88,26 +86,15 @@ def _metric(port: int, name: str) -> float | None:
     return None
 
 
-def _start(module: str, args: list[str], port: int, ready_metric: str) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", module, *args], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if _metric(port, ready_metric) is not None:
-            time.sleep(8)  # let it join its group and finish recovery
-            return proc
-        time.sleep(0.5)
-    raise RuntimeError(f"{module} did not start")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+def _start(settings: Settings, module: str, args: list[str], port: int, ready_metric: str) -> process.PidRecord:
+    name = module.rsplit(".", 1)[-1]
+    log_file = settings.abs_state_dir / "logs" / f"bench-{name}.log"
+    rec = process.spawn([sys.executable, "-m", module, *args], env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT,
+                        log_file=log_file, pid_file=settings.abs_state_dir / "run" / f"bench-{name}.pid")
+    process.wait_ready(rec, lambda: _metric(port, ready_metric) is not None, name=name, log_file=log_file,
+                       timeout_s=120)
+    time.sleep(8)  # let it join its group and finish recovery
+    return rec
 
 
 def _ensure_reference(settings: Settings) -> None:
@@ -294,18 +281,18 @@ def main(argv: list[str] | None = None) -> int:
         closed_name = 'driftstream_windows_closed_total{model="detector"}'
         print("ceiling 1: a Faust agent that only counts records")
         bare_port = port + 100
-        bare = _start("benchmarks.faust_bare_agent", [str(bare_port), CEILING_TOPIC], bare_port,
+        bare = _start(settings, "benchmarks.faust_bare_agent", [str(bare_port), CEILING_TOPIC], bare_port,
                       "bench_bare_agent_events_total")
         try:
             start = end_offsets(settings, CEILING_TOPIC)
             bare_eps = throughput(producer, CEILING_TOPIC, args.events, bare_port, "bench_bare_agent_events_total",
                                   args.event_rate)
         finally:
-            _stop(bare)
+            process.stop(bare, timeout_s=30)
         print("ceiling 2: a plain confluent-kafka consumer reading the same records")
         raw_eps = raw_consumer(settings, CEILING_TOPIC, start, args.events)
         print("starting one detector stream worker")
-        worker = _start("stream_apps.worker", ["detector"], port, "driftstream_reference_missing")
+        worker = _start(settings, "stream_apps.worker", ["detector"], port, "driftstream_reference_missing")
         try:
             _wait_caught_up(settings)
             print(f"throughput: {args.events} events, {args.event_rate:.0f} events/s of event time")
@@ -316,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"freshness at {args.rate:.0f} events/s for {args.seconds:.0f}s")
             fresh = freshness(settings, producer, args.rate, args.seconds)
         finally:
-            _stop(worker)
+            process.stop(worker, timeout_s=30)
     finally:
         stack.down(settings, [n for n in stack.CORE if n not in already], log=lambda line: print("  " + line))
     rows = [

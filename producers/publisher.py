@@ -73,6 +73,9 @@ _PERMANENT = {
 _REPLAY_BATCH = 500
 _REPLAY_BATCH_BYTES = 8 << 20
 _BACKOFF_S = (0.2, 2.0)
+# While sends are in flight the thread checks deliveries at this cadence instead of waking on
+# every report and every new event: each wake-up takes the GIL from the request threads.
+_BUSY_TICK_S = 0.02
 
 
 class _EveryFewSeconds(logging.Filter):
@@ -112,7 +115,7 @@ def producer_config(settings: Settings, service: str) -> dict[str, Any]:
         "acks": "all",
         "linger.ms": 5,
         "batch.size": 1 << 20,
-        "compression.type": "lz4",
+        "compression.type": "none",
         "message.max.bytes": settings.kafka_max_message_bytes,
         "queue.buffering.max.kbytes": 64 * 1024,
         "queue.buffering.max.messages": 100_000,
@@ -170,6 +173,7 @@ class EventPublisher:
         self._next_replay_at = 0.0
         self._replay: tuple[Position, Tally[str]] | None = None
         self._replay_outstanding = 0
+        self._releasing = 0
         self._replay_failed = False
         self._direct: InFlightSends[SpoolRecord] = InFlightSends()
         self._gauge_value = -1
@@ -271,10 +275,10 @@ class EventPublisher:
         """Events accepted but not yet acknowledged by Kafka (queued, in flight, spooled or uploading)."""
         if not self.enabled:
             return 0
-        # A replayed record is still in the spool until its batch commits: count it once.
-        in_producer = max(0, len(self._producer) - self._replay_outstanding)
-        return (len(self._queue) + in_producer + self._direct.failed_count + self._spool.pending_records
-                + self._claims.pending)
+        # From this publisher's own ledgers, not len(producer), which also counts librdkafka's
+        # internal requests; a replayed record stays in the spool until its batch commits.
+        return (len(self._queue) + self._direct.unresolved + self._direct.failed_count + self._releasing
+                + self._spool.pending_records + self._claims.pending)
 
     @property
     def spooling(self) -> bool:
@@ -308,7 +312,7 @@ class EventPublisher:
         # Sleep until there is work: a delivery report (poll returns early), a new event (the
         # wake event), or the spool's next fsync or replay; an idle publisher costs ~nothing.
         if len(self._producer):
-            self._producer.poll(0.05 if self._spooling else 0.01)
+            self._stop.wait(0.05 if self._spooling else _BUSY_TICK_S)
         else:
             self._wake.wait(0.05 if self._spooling else 0.2)
             self._wake.clear()
@@ -318,14 +322,16 @@ class EventPublisher:
         while moved < limit:
             if self._spooling and self._direct.holding:
                 break  # older direct sends may still fail, and must be spooled first
+            # The item leaves the queue only once it is counted elsewhere (sent or spooled), so
+            # pending() never misses it; this thread is the queue's only consumer.
             try:
-                item = self._queue.popleft()
+                item = self._queue[0]
             except IndexError:
                 break
             try:
                 record = SpoolRecord(item.topic, item.key, encode(item.event))
             except Exception:
-                self._dequeued(item)
+                self._dequeue(item)
                 log.exception("could not encode an event for %s", item.topic)
                 self._dropped(item.topic, "the event cannot be encoded")
                 continue
@@ -335,22 +341,22 @@ class EventPublisher:
                     self._producer.produce(record.topic, record.value, record.key,
                                            on_delivery=partial(self._on_direct, seq))
                 except BufferError:
-                    self._direct.cancel(seq)
-                    self._queue.appendleft(item)  # still the newest: it waits for the older sends
+                    self._direct.cancel(seq)  # the item stays first: it waits for the older sends
                     self._start_spooling("the producer's local queue is full")
                     break
                 except KafkaException as exc:
-                    self._dequeued(item)
                     self._fail(seq, record, exc.args[0])
+                    self._dequeue(item)
                     continue
             else:
                 self._to_spool(record)
-            self._dequeued(item)
+            self._dequeue(item)
             moved += 1
         return moved
 
-    def _dequeued(self, item: _Queued) -> None:
+    def _dequeue(self, item: _Queued) -> None:
         with self._queue_lock:
+            self._queue.popleft()
             self._queued_bytes -= item.size
 
     def _to_spool(self, record: SpoolRecord) -> None:
@@ -376,8 +382,11 @@ class EventPublisher:
 
     def _spool_failed(self, force: bool = False) -> None:
         """Once no direct send is unresolved, spool the failed ones in publish order."""
-        for record in self._direct.release(force):
+        records = self._direct.release(force)
+        self._releasing = len(records)  # still pending while they move to the spool
+        for record in records:
             self._to_spool(record)
+            self._releasing -= 1
 
     def _on_replay(self, err: KafkaError | None, msg: Message) -> None:
         self._replay_outstanding -= 1
@@ -499,8 +508,8 @@ class EventPublisher:
         self._spooling = True
         self._producer.purge(in_queue=True, in_flight=True, blocking=True)
         end = time.monotonic() + 2.0
-        while len(self._producer) and time.monotonic() < end:
-            self._producer.poll(0.01)
+        while (self._direct.unresolved or self._replay_outstanding) and time.monotonic() < end:
+            self._producer.poll(0.01)  # serves the purged records' reports
         self._spool_failed(force=True)
         self._direct.forget_unresolved()
         self._drain_queue(len(self._queue) + 1)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import requests
 from PIL import Image
-from service_process import ServiceClient, service_process
+from service_client import ServiceClient
 from test_publisher import high_watermarks, read_topic
 
 from driftstream.object_store import ObjectStore
@@ -36,7 +36,6 @@ from producers.image_properties import compute_properties
 pytestmark = pytest.mark.stack
 
 ROOT = Path(__file__).resolve().parents[1]
-READY_TIMEOUT_S = 180.0
 
 
 class Detector(ServiceClient):
@@ -57,10 +56,12 @@ def detector(stack: Settings) -> Iterator[Detector]:
     if not (ROOT / "serving" / "models" / "model_card.json").is_file():
         pytest.skip("no committed detector model (serving/models/model_card.json); "
                     "run `python -m serving.detector_training`")
-    service = Detector(settings, settings.abs_state_dir / "logs" / "detector-test.log")
-    env = {"PYTHONPATH": str(ROOT), "DRIFTSTREAM_STATE_DIR": str(settings.abs_state_dir)}
-    with service_process("serving.detector_service", service.url, service.log_file, env, READY_TIMEOUT_S):
+    service = Detector(settings, stack_mod.select(settings, ["detector"])[0].log_file)
+    stack_mod.up(settings, ["detector"], log=lambda _: None)  # the stack's own start: ready at /readyz
+    try:
         yield service
+    finally:
+        stack_mod.down(settings, ["detector"], log=lambda _: None)
 
 
 def scene_jpeg(seed: int, quality: int = 90) -> tuple[bytes, np.ndarray]:

@@ -3,6 +3,7 @@ events read back from Kafka, bad inputs, metrics, JSON logs, and the traffic gen
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,10 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-from service_process import ServiceClient, service_process
+from service_client import ServiceClient
 from test_publisher import high_watermarks, read_topic
 
 from driftstream.settings import Settings
+from driftstream.stack import stack as stack_mod
 from producers.contracts import RECOMMENDER_RATINGS, RECOMMENDER_REQUESTS, RatingFeedback, RecommenderRequest, decode
 from producers.movielens import MovieLens
 from producers.traffic_recommender import FEEDBACK_KEY
@@ -27,7 +29,6 @@ pytestmark = pytest.mark.stack
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED_MODEL = ROOT / "serving" / "models" / "recommender"
-READY_TIMEOUT_S = 120.0
 SERVICE_KEY = b"recommender"  # serving.recommender_service.EVENT_KEY (that module starts BentoML on import)
 
 
@@ -61,10 +62,18 @@ class Service(ServiceClient):
 @pytest.fixture(scope="module")
 def service(stack: Settings, model_dir: Path) -> Iterator[Service]:
     settings = stack
-    svc = Service(settings, settings.abs_state_dir / "logs" / "recommender-test.log", RecommenderModel.load(model_dir))
-    env = {"DRIFTSTREAM_RECOMMENDER_MODEL_DIR": str(model_dir), "PYTHONPATH": str(ROOT)}
-    with service_process("serving.recommender_service", svc.url, svc.log_file, env, READY_TIMEOUT_S):
+    log_file = stack_mod.select(settings, ["recommender"])[0].log_file
+    svc = Service(settings, log_file, RecommenderModel.load(model_dir))
+    custom_model = model_dir != COMMITTED_MODEL
+    if custom_model:
+        os.environ["DRIFTSTREAM_RECOMMENDER_MODEL_DIR"] = str(model_dir)  # read by the service process
+    try:
+        stack_mod.up(settings, ["recommender"], log=lambda _: None)  # the stack's own start: ready at /readyz
         yield svc
+    finally:
+        stack_mod.down(settings, ["recommender"], log=lambda _: None)
+        if custom_model:
+            os.environ.pop("DRIFTSTREAM_RECOMMENDER_MODEL_DIR", None)
 
 
 def wait_for(read: Callable[[], dict[str, list]], want: set[str], timeout_s: float = 30.0) -> dict[str, list]:

@@ -17,22 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
-
 from driftstream import infra_config
 from driftstream.settings import Settings
-from driftstream.stack.process import StackError
+from driftstream.stack.process import StackError, http_ok
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPS_DIR = ROOT / ".deps"
 KAFKA_LIBS = DEPS_DIR / "kafka-libs"
-
-
-def _http_ok(url: str, timeout_s: float = 1.0) -> bool:
-    try:
-        return requests.get(url, timeout=timeout_s).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 @dataclass
@@ -259,7 +250,7 @@ class PrometheusComponent(Component):
         ]
 
     def healthy(self) -> bool:
-        return _http_ok(f"{self.endpoint}/-/ready")
+        return http_ok(f"{self.endpoint}/-/ready")
 
 
 class AlertmanagerComponent(Component):
@@ -287,7 +278,7 @@ class AlertmanagerComponent(Component):
         ]
 
     def healthy(self) -> bool:
-        return _http_ok(f"{self.endpoint}/-/ready")
+        return http_ok(f"{self.endpoint}/-/ready")
 
 
 # --- Python services and workers -------------------------------------------------------
@@ -315,4 +306,4 @@ class PythonComponent(Component):
         return env
 
     def healthy(self) -> bool:
-        return self.health_url is not None and _http_ok(self.health_url(self.settings))
+        return self.health_url is not None and http_ok(self.health_url(self.settings))

@@ -12,9 +12,11 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import requests
 
 
 class StackError(RuntimeError):
@@ -69,6 +71,29 @@ def spawn(command: Sequence[str], *, pid_file: Path, log_file: Path, env: Mappin
     rec = PidRecord(proc.pid, ticks, list(command))
     pid_file.write_text(json.dumps({"pid": rec.pid, "start_ticks": rec.start_ticks, "command": rec.command}))
     return rec
+
+
+def http_ok(url: str, timeout_s: float = 1.0) -> bool:
+    """Whether ``url`` answers 200 within ``timeout_s``."""
+    try:
+        return requests.get(url, timeout=timeout_s).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def wait_ready(rec: PidRecord, ready: Callable[[], bool], *, name: str, log_file: Path, timeout_s: float,
+               poll_s: float = 0.3) -> None:
+    """Return once ``ready()``; StackError with the log's tail if the process exits first, or on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if not rec.alive():
+            tail = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
+            raise StackError(f"{name}: exited during start-up. Log {log_file}:\n{tail}")
+        if ready():
+            return
+        if time.monotonic() >= deadline:
+            raise StackError(f"{name}: not healthy after {timeout_s:.0f}s; see {log_file}")
+        time.sleep(poll_s)
 
 
 def descendants(pid: int) -> list[PidRecord]:

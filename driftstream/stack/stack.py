@@ -6,7 +6,6 @@ processes ``up`` recorded in pid files, in reverse order.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -97,16 +96,9 @@ def start(comp: Component, log: Callable[[str], None] = print) -> ComponentStatu
         rec = process.spawn(comp.command(), pid_file=comp.pid_file, log_file=comp.log_file, env=comp.env(),
                             cwd=comp.settings.abs_state_dir)
         log(f"{comp.name:14s} started (pid {rec.pid})")
-    deadline = time.monotonic() + comp.start_timeout_s
-    while time.monotonic() < deadline:
-        if not rec.alive():
-            tail = comp.log_file.read_text(errors="replace")[-2000:] if comp.log_file.exists() else ""
-            raise StackError(f"{comp.name}: exited during start-up. Log {comp.log_file}:\n{tail}")
-        if comp.healthy():
-            comp.after_start()
-            return status_of(comp)
-        time.sleep(0.3)
-    raise StackError(f"{comp.name}: not healthy after {comp.start_timeout_s:.0f}s; see {comp.log_file}")
+    process.wait_ready(rec, comp.healthy, name=comp.name, log_file=comp.log_file, timeout_s=comp.start_timeout_s)
+    comp.after_start()
+    return status_of(comp)
 
 
 def up(settings: Settings, names: list[str] | None = None, log: Callable[[str], None] = print) -> None:
