@@ -59,6 +59,8 @@ class Settings(BaseSettings):
 
     # --- services and workers --------------------------------------------------------
     detector_port: int = Field(13000, description="Detector BentoML service port.")
+    detector_inference_threads: int = Field(
+        1, ge=1, le=64, description="Threads of one detector inference (1 leaves a core for publishing on 2 CPUs).")
     recommender_port: int = Field(13001, description="Recommender BentoML service port.")
     stream_detector_metrics_port: int = Field(16066, description="Detector stream worker metrics/web port.")
     stream_recommender_metrics_port: int = Field(16067, description="Recommender stream worker metrics port.")
@@ -68,6 +70,7 @@ class Settings(BaseSettings):
     # --- publishing ------------------------------------------------------------------
     claim_check_bytes: int = Field(256 * 1024, description="Inputs above this size go to S3 (claim-check).")
     spool_max_bytes: int = Field(256 * 1024 * 1024, description="Cap of the durable local spool.")
+    publish_linger_ms: int = Field(50, ge=0, le=1000, description="How long the producer waits to fill a batch (ms).")
 
     # --- windows and drift ----------------------------------------------------------
     window_preset: Literal["default", "short"] = Field("default", description="'short' for tests/demo.")

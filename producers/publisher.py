@@ -2,7 +2,7 @@
 
 ``EventPublisher.publish`` encodes the event and appends it to an in-memory queue: a few
 microseconds, no I/O, no exception. One background thread owns the Kafka producer
-(idempotent, lingering a few milliseconds to batch) and a durable :class:`~producers.spool.Spool`:
+(idempotent, lingering ``publish_linger_ms`` to fill batches) and a durable :class:`~producers.spool.Spool`:
 
 - while Kafka acknowledges, events go straight to the producer (outcome ``published``);
 - when a delivery fails or every broker is down, the producer is purged and newer events
@@ -107,13 +107,13 @@ def publish_enabled(settings: Settings | None = None) -> bool:
 
 
 def producer_config(settings: Settings, service: str) -> dict[str, Any]:
-    """librdkafka settings: idempotent, short linger, bounded memory, fast failure detection."""
+    """librdkafka settings: idempotent, linger from settings, bounded memory, fast failure detection."""
     return {
         "bootstrap.servers": settings.bootstrap_servers,
         "client.id": f"driftstream-{service}",
         "enable.idempotence": True,
         "acks": "all",
-        "linger.ms": 5,
+        "linger.ms": settings.publish_linger_ms,
         "batch.size": 1 << 20,
         "compression.type": "none",
         "message.max.bytes": settings.kafka_max_message_bytes,

@@ -228,7 +228,7 @@ class UploadGuard:
 def _load_model() -> Any:
     from serving.detector_model import DetectorModel
 
-    return DetectorModel()
+    return DetectorModel(num_threads=get_settings().detector_inference_threads)
 
 
 def check_image_size(image: np.ndarray) -> None:

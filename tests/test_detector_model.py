@@ -98,3 +98,13 @@ def test_nms_keeps_the_best_of_overlapping_boxes() -> None:
     boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30]], np.float32)
     assert non_max_suppression(boxes, np.array([0.5, 0.9, 0.7]), iou=0.5, max_keep=10).tolist() == [1, 2]
     assert non_max_suppression(boxes, np.array([0.5, 0.9, 0.7]), iou=0.5, max_keep=1).tolist() == [1]
+
+
+def test_the_service_model_uses_the_configured_inference_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from serving import detector_service
+
+    monkeypatch.setenv("DRIFTSTREAM_DETECTOR_INFERENCE_THREADS", "3")
+    model = detector_service._load_model()
+    assert model.num_threads == 3
+    if model.backend == "onnx":
+        assert model._session.get_session_options().intra_op_num_threads == 3
