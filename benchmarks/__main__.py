@@ -5,8 +5,9 @@
     python -m benchmarks --list
 
 Each benchmark prints its own table (the figures the README quotes); this runner adds one
-line per benchmark with its wall time and exit status. Benchmarks that need servers start
-the local stack themselves (default settings, ``.state/``).
+line per benchmark with its wall time and exit status. Benchmarks that need servers run them
+on a stack of their own (``benchmarks/bench_stack.py``: ``.state/bench``, ports of its own),
+so their events never reach the stack ``make demo`` uses.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 and the time of the publish call itself.
 
 Two detector services run side by side on free ports (``DRIFTSTREAM_PUBLISH_ENABLED=1`` and
-``=0``), against the stack's Kafka and S3. Closed-loop clients (``--concurrency``) post the same
+``=0``), against the benchmarks' own Kafka and S3. Closed-loop clients (``--concurrency``) post the same
 pool of JPEG scenes; rounds alternate off/on so slow drifts of the machine's load hit both
 alike, and the ratio is the median over rounds of the paired ratio on/off (each round's two
 runs are adjacent in time; on a shared machine single rounds move by 10 %). Then an in-process
@@ -11,7 +11,7 @@ prediction events and ``publish_input`` for inline and claim-check inputs.
 
 Targets: throughput ratio on/off >= 0.95; publish call p99 <= 1 ms.
 
-Run (the stack's Kafka and S3 are started if they are not running)::
+Run (on the benchmarks' own Kafka and S3, :mod:`benchmarks.bench_stack`, started if needed)::
 
     .venv/bin/python -m benchmarks.detector_publish --rounds 8 --seconds 8 --concurrency 2
 """
@@ -34,9 +34,9 @@ import numpy as np
 import requests
 from PIL import Image
 
-from driftstream.settings import Settings, get_settings
+from benchmarks.bench_stack import own_stack
+from driftstream.settings import Settings
 from driftstream.stack import process
-from driftstream.stack import stack as stack_mod
 from producers.contracts import (
     DETECTOR_PREDICTIONS,
     Detection,
@@ -198,35 +198,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="length of one round")
     parser.add_argument("--concurrency", type=int, default=2, help="closed-loop clients")
     parser.add_argument("--publish-calls", type=int, default=5000, help="timed publish calls")
+    parser.add_argument("--warmup", type=float, default=20.0,
+                        help="seconds of load per service before the rounds (a fresh broker's JIT is slow)")
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.seconds <= 0 or args.concurrency < 1 or args.publish_calls < 100:
-        parser.error("need rounds >= 1, seconds > 0, concurrency >= 1, publish-calls >= 100")
+    if args.rounds < 1 or args.seconds <= 0 or args.concurrency < 1 or args.publish_calls < 100 or args.warmup < 0:
+        parser.error("need rounds >= 1, seconds > 0, concurrency >= 1, publish-calls >= 100, warmup >= 0")
 
-    settings = get_settings()
-    stack_mod.up(settings, ["kafka", "s3"])
-    state_dir = settings.abs_state_dir / "bench"
-    pool = [_jpeg(generate_scene(scene_rng(0, "val", i)).image) for i in range(16)]
+    with own_stack(["kafka", "s3"]) as settings:
+        state_dir = settings.abs_state_dir / "detector_publish"
+        pool = [_jpeg(generate_scene(scene_rng(0, "val", i)).image) for i in range(16)]
 
-    kafka = process.read_pid(settings.abs_state_dir / "run" / "kafka.pid")
-    kafka_pid = kafka.pid if kafka else None
-    services = {"off": Service(settings, False, state_dir / "off"),
-                "on": Service(settings, True, state_dir / "on")}
-    rounds: dict[str, list[Round]] = {"off": [], "on": []}
-    try:
-        for svc in services.values():
-            svc.wait_ready()
-        for svc in services.values():
-            load_round(svc.url, pool, 3.0, args.concurrency)  # warm-up
-        for r in range(args.rounds):
-            for name in ("off", "on") if r % 2 == 0 else ("on", "off"):
-                rounds[name].append(load_round(services[name].url, pool, args.seconds, args.concurrency,
-                                               services[name].rec.pid, kafka_pid))
-                last = rounds[name][-1]
-                print(f"round {r + 1} publish {name:3s}: {last.throughput:6.2f} req/s", file=sys.stderr)
-    finally:
-        for svc in services.values():
-            svc.stop()
-    calls = time_publish_calls(settings, state_dir / "publisher", args.publish_calls, pool[0])
+        kafka = process.read_pid(settings.abs_state_dir / "run" / "kafka.pid")
+        kafka_pid = kafka.pid if kafka else None
+        services = {"off": Service(settings, False, state_dir / "off"),
+                    "on": Service(settings, True, state_dir / "on")}
+        rounds: dict[str, list[Round]] = {"off": [], "on": []}
+        try:
+            for svc in services.values():
+                svc.wait_ready()
+            for svc in services.values():
+                load_round(svc.url, pool, args.warmup, args.concurrency)
+            for r in range(args.rounds):
+                for name in ("off", "on") if r % 2 == 0 else ("on", "off"):
+                    rounds[name].append(load_round(services[name].url, pool, args.seconds, args.concurrency,
+                                                   services[name].rec.pid, kafka_pid))
+                    last = rounds[name][-1]
+                    print(f"round {r + 1} publish {name:3s}: {last.throughput:6.2f} req/s", file=sys.stderr)
+        finally:
+            for svc in services.values():
+                svc.stop()
+        calls = time_publish_calls(settings, state_dir / "publisher", args.publish_calls, pool[0])
 
     print(f"\nDetector service, {args.concurrency} closed-loop clients, {args.rounds} x {args.seconds:.0f} s "
           f"rounds per setting (alternating), {os.cpu_count()} CPUs, "

@@ -14,8 +14,9 @@ and the time to train the served model.
    of the whole command (data generation, imports, neighbours, fitting) and the fit alone.
 
 The load generator shares the machine's cores with the service, so the requests per second
-are a floor of what the service does alone. Kafka is started if needed (``.state/``, default
-settings). ``--write-docs`` puts the table into ``docs/recommender_service.md``.
+are a floor of what the service does alone. It runs on the benchmarks' own Kafka
+(:mod:`benchmarks.bench_stack`), started if needed. ``--write-docs`` puts the table into
+``docs/recommender_service.md``.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ import pandas as pd
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from driftstream.settings import Settings, get_settings
-from driftstream.stack import process, stack
+from benchmarks.bench_stack import own_stack
+from driftstream.settings import Settings
+from driftstream.stack import process
 from producers.contracts import RECOMMENDER_REQUESTS
 from producers.movielens import RequestSampler
 
@@ -215,45 +217,43 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.seconds <= 0 or args.concurrency < 1 or args.epochs < 1:
         ap.error("rounds, concurrency and epochs must be >= 1 and seconds > 0")
-    settings = get_settings()
     model_dir = args.model_dir or Path(os.environ.get("DRIFTSTREAM_RECOMMENDER_MODEL_DIR")
                                        or ROOT / "serving" / "models" / "recommender")
     if not (model_dir / "recommender.npz").is_file():
         ap.error(f"no model in {model_dir}: run python -m serving.recommender.train --out {model_dir}")
-    print("starting Kafka (if needed)")
-    stack.up(settings, ["kafka"], log=lambda line: print("  " + line))
-    bodies = request_bodies(model_dir)
-    load_before = os.getloadavg()[0]
-    ports = {True: settings.recommender_port + 100, False: settings.recommender_port + 101}
-    logs = {p: settings.abs_state_dir / "logs" / f"bench-recommender-{'publish' if p else 'nopublish'}.log"
-            for p in ports}
-    state = Path(tempfile.mkdtemp(prefix="bench-recommender-state-"))
-    procs = {p: start_service(ports[p], model_dir, p, state / ("publish" if p else "nopublish"), logs[p])
-             for p in ports}
-    results: dict[bool, list[LoadResult]] = {True: [], False: []}
-    events = 0.0
-    try:
-        for p in ports:
-            url = f"http://{settings.host}:{ports[p]}"
-            wait_ready(procs[p], url, logs[p])
-            load(settings.host, ports[p], bodies, 2.0, args.concurrency)  # warm-up
-        before = published_events(f"http://{settings.host}:{ports[True]}")
-        for r in range(args.rounds):
-            for p in (True, False) if r % 2 == 0 else (False, True):
-                res = load(settings.host, ports[p], bodies, args.seconds, args.concurrency)
-                results[p].append(res)
-                print(f"  round {r + 1} {'publishing' if p else 'not publishing':15s} {res.rps:7.0f} req/s  "
-                      f"p99 {res.percentile(99):6.1f} ms  errors {res.errors}")
-        time.sleep(1.0)
-        events = published_events(f"http://{settings.host}:{ports[True]}") - before
-    finally:
-        for rec in procs.values():
-            process.stop(rec, timeout_s=30)
-        shutil.rmtree(state, ignore_errors=True)
+    with own_stack(["kafka"]) as settings:
+        bodies = request_bodies(model_dir)
+        load_before = os.getloadavg()[0]
+        ports = {True: settings.recommender_port + 100, False: settings.recommender_port + 101}
+        logs = {p: settings.abs_state_dir / "logs" / f"bench-recommender-{'publish' if p else 'nopublish'}.log"
+                for p in ports}
+        state = Path(tempfile.mkdtemp(prefix="bench-recommender-state-"))
+        procs = {p: start_service(ports[p], model_dir, p, state / ("publish" if p else "nopublish"), logs[p])
+                 for p in ports}
+        results: dict[bool, list[LoadResult]] = {True: [], False: []}
+        events = 0.0
+        try:
+            for p in ports:
+                url = f"http://{settings.host}:{ports[p]}"
+                wait_ready(procs[p], url, logs[p])
+                load(settings.host, ports[p], bodies, 2.0, args.concurrency)  # warm-up
+            before = published_events(f"http://{settings.host}:{ports[True]}")
+            for r in range(args.rounds):
+                for p in (True, False) if r % 2 == 0 else (False, True):
+                    res = load(settings.host, ports[p], bodies, args.seconds, args.concurrency)
+                    results[p].append(res)
+                    print(f"  round {r + 1} {'publishing' if p else 'not publishing':15s} {res.rps:7.0f} req/s  "
+                          f"p99 {res.percentile(99):6.1f} ms  errors {res.errors}")
+            time.sleep(1.0)
+            events = published_events(f"http://{settings.host}:{ports[True]}") - before
+        finally:
+            for rec in procs.values():
+                process.stop(rec, timeout_s=30)
+            shutil.rmtree(state, ignore_errors=True)
 
-    load_after = os.getloadavg()[0]
-    print("timing publish() calls")
-    median_us, p99_us, undelivered = publish_call_cost()
+        load_after = os.getloadavg()[0]
+        print("timing publish() calls")
+        median_us, p99_us, undelivered = publish_call_cost()
     rows: list[tuple[str, ...]] = []
     for p in (False, True):
         runs = results[p]

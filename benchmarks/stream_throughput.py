@@ -10,7 +10,7 @@
    stream code, against Deepchecks' FeatureDrift computing KS on the same values;
 3. freshness p99 (now minus the newest processed event time) at a steady rate.
 
-It runs on a core stack of its own (``.state/bench``, ports below), started if needed and
+It runs on the benchmarks' own core stack (:mod:`benchmarks.bench_stack`), started if needed and
 stopped at the end, so its synthetic events never reach the windows, archive and reports
 of the stack you use (`make demo`'s, on the default ports).
 """
@@ -27,7 +27,8 @@ import numpy as np
 import requests
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from driftstream.settings import Settings, get_settings
+from benchmarks.bench_stack import own_stack
+from driftstream.settings import Settings
 from driftstream.stack import process, stack
 from driftstream.topics import ensure_topics
 from producers.contracts import (
@@ -41,20 +42,6 @@ from producers.contracts import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-# A stack of the benchmark's own, like the tests' (tests/conftest.py), on ports of its own.
-BENCH_ENV = {
-    "DRIFTSTREAM_STATE_DIR": str(ROOT / ".state" / "bench"),
-    "DRIFTSTREAM_KAFKA_PORT": "29592",
-    "DRIFTSTREAM_KAFKA_CONTROLLER_PORT": "29692",
-    "DRIFTSTREAM_S3_PORT": "28433",
-    "DRIFTSTREAM_S3_MASTER_PORT": "29433",
-    "DRIFTSTREAM_S3_VOLUME_PORT": "28180",
-    "DRIFTSTREAM_S3_FILER_PORT": "28988",
-    "DRIFTSTREAM_S3_ADMIN_PORT": "28746",
-    "DRIFTSTREAM_PROMETHEUS_PORT": "29590",
-    "DRIFTSTREAM_ALERTMANAGER_PORT": "29593",
-    "DRIFTSTREAM_STREAM_DETECTOR_METRICS_PORT": "26566",  # the bare agent takes 26666 and 26667
-}
 # The ceilings read a copy of the records from their own topic, so the worker never sees them:
 # their event times would move its watermark and make the worker's own records late.
 CEILING_TOPIC = "driftstream.bench.ceiling.v1"
@@ -265,12 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--event-rate", type=float, default=1000.0,
                     help="events per second of event time in the throughput run (windows close as it crosses hops)")
     args = ap.parse_args(argv)
-    os.environ.update(BENCH_ENV)  # inherited by the worker processes
-    settings = get_settings()
-    already = {n for n, st in stack.status(settings, stack.CORE).items() if st.healthy}
-    print(f"starting the benchmark's core stack ({settings.abs_state_dir})")
-    stack.up(settings, stack.CORE, log=lambda line: print("  " + line))
-    try:
+    with own_stack(stack.CORE) as settings:
         _ensure_reference(settings)
         print("drift cost per window (5000 events, 7 features)")
         t_ours, t_dc, diff = drift_cost()
@@ -304,8 +286,6 @@ def main(argv: list[str] | None = None) -> int:
             fresh = freshness(settings, producer, args.rate, args.seconds)
         finally:
             process.stop(worker, timeout_s=30)
-    finally:
-        stack.down(settings, [n for n in stack.CORE if n not in already], log=lambda line: print("  " + line))
     rows = [
         ("worker throughput (events/s)", f"{eps:,.0f}", ">= 20,000", "yes" if eps >= 20000 else "NO"),
         ("bare Faust agent, counting only (events/s)", f"{bare_eps:,.0f}", "", ""),
