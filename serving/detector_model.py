@@ -29,6 +29,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from driftstream.settings import Settings
+
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 MODEL_CARD = "model_card.json"
 CATEGORY = "id_card"
@@ -199,3 +201,8 @@ class DetectorModel:
 
     def __repr__(self) -> str:
         return f"DetectorModel(version={self.model_version!r}, backend={self.backend!r}, imgsz={self.imgsz})"
+
+
+def serving_model(settings: Settings) -> DetectorModel:
+    """The model the detector service serves: the card's backend, ``detector_inference_threads`` threads."""
+    return DetectorModel(num_threads=settings.detector_inference_threads)

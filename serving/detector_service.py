@@ -226,9 +226,9 @@ class UploadGuard:
 
 
 def _load_model() -> Any:
-    from serving.detector_model import DetectorModel
+    from serving.detector_model import serving_model
 
-    return DetectorModel(num_threads=get_settings().detector_inference_threads)
+    return serving_model(get_settings())
 
 
 def check_image_size(image: np.ndarray) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from driftstream.offline_env import apply_offline_env
-from driftstream.settings import get_settings
+from driftstream.settings import Settings, get_settings
 from producers.idcard_scenes import generate_scene
 from serving.detector_model import (
     CATEGORY,
@@ -17,6 +17,7 @@ from serving.detector_model import (
     letterbox,
     non_max_suppression,
     read_model_card,
+    serving_model,
     validate_image_size,
 )
 
@@ -100,11 +101,8 @@ def test_nms_keeps_the_best_of_overlapping_boxes() -> None:
     assert non_max_suppression(boxes, np.array([0.5, 0.9, 0.7]), iou=0.5, max_keep=1).tolist() == [1]
 
 
-def test_the_service_model_uses_the_configured_inference_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    from serving import detector_service
-
-    monkeypatch.setenv("DRIFTSTREAM_DETECTOR_INFERENCE_THREADS", "3")
-    model = detector_service._load_model()
+def test_the_served_model_uses_the_configured_inference_threads() -> None:
+    model = serving_model(Settings(detector_inference_threads=3))
     assert model.num_threads == 3
     if model.backend == "onnx":
         assert model._session.get_session_options().intra_op_num_threads == 3
