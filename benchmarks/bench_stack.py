@@ -40,10 +40,6 @@ def own_stack(names: list[str]) -> Iterator[Settings]:
         raise ValueError(f"own_stack starts core components only ({stack.CORE}), got {sorted(unknown)}")
     os.environ.update(BENCH_ENV)  # inherited by every process the benchmark starts
     settings = get_settings()
-    already = {n for n, st in stack.status(settings, names).items() if st.healthy}
     print(f"benchmark stack: {', '.join(names)} under {settings.abs_state_dir}")
-    stack.up(settings, names, log=lambda line: print("  " + line))
-    try:
+    with stack.running(settings, names, log=lambda line: print("  " + line)):
         yield settings
-    finally:
-        stack.down(settings, [n for n in names if n not in already], log=lambda line: print("  " + line))

@@ -45,12 +45,13 @@ def stack() -> Iterator[object]:
     from driftstream.stack import stack as stack_mod
 
     settings = get_settings()
-    already = {n for n, st in stack_mod.status(settings, stack_mod.CORE).items() if st.healthy}
-    stack_mod.up(settings, stack_mod.CORE)
-    yield settings
-    # Stop what this session started (and any app process it started), never another session's stack.
-    apps = [c.name for c in stack_mod.all_components(settings) if c.name not in stack_mod.CORE]
-    stack_mod.down(settings, apps + [n for n in stack_mod.CORE if n not in already])
+    # Stops what this session started (app processes too), never another session's stack.
+    with stack_mod.running(settings, stack_mod.CORE):
+        try:
+            yield settings
+        finally:
+            stack_mod.down(settings, [c.name for c in stack_mod.all_components(settings)
+                                      if c.name not in stack_mod.CORE])
 
 
 @pytest.fixture()

@@ -45,6 +45,16 @@ def test_up_is_idempotent(settings: Settings) -> None:
     assert all("already running" in line for line in lines)
 
 
+def test_running_leaves_components_it_did_not_start(settings: Settings) -> None:
+    before = {n: s.pid for n, s in stack_mod.status(settings, ["kafka"]).items()}
+    with stack_mod.running(settings, ["kafka"], log=lambda line: None) as inside:
+        assert inside is settings
+    after = stack_mod.status(settings, stack_mod.CORE)
+    assert after["kafka"].pid == before["kafka"]
+    assert all(st.healthy for st in after.values())  # nothing to stop is not "stop everything"
+    assert stack_mod.status(settings, []) == {}
+
+
 def test_registry_topics_declared_with_configs(settings: Settings) -> None:
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
     md = admin.list_topics(timeout=10)

@@ -6,7 +6,8 @@ processes ``up`` recorded in pid files, in reverse order.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,8 +44,9 @@ def all_components(settings: Settings) -> list[Component]:
 
 
 def select(settings: Settings, names: list[str] | None) -> list[Component]:
+    """The named components in start order; ``None`` means all of them, ``[]`` none."""
     comps = all_components(settings)
-    if not names:
+    if names is None:
         return comps
     known = {c.name for c in comps}
     unknown = [n for n in names if n not in known]
@@ -114,6 +116,17 @@ def down(settings: Settings, names: list[str] | None = None, log: Callable[[str]
             process.stop(rec)
             log(f"{comp.name:14s} stopped (pid {rec.pid})")
         comp.pid_file.unlink(missing_ok=True)
+
+
+@contextmanager
+def running(settings: Settings, names: list[str], log: Callable[[str], None] = print) -> Iterator[Settings]:
+    """``names`` up for the block; on exit stops the ones this block started, never one already running."""
+    already = {n for n, st in status(settings, names).items() if st.healthy}
+    up(settings, names, log=log)
+    try:
+        yield settings
+    finally:
+        down(settings, [n for n in names if n not in already], log=log)
 
 
 def status(settings: Settings, names: list[str] | None = None) -> dict[str, ComponentStatus]:
