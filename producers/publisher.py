@@ -1,7 +1,7 @@
 """Publish a service's events to Kafka without ever blocking or failing its requests.
 
-``EventPublisher.publish`` encodes the event and appends it to an in-memory queue: a few
-microseconds, no I/O, no exception. One background thread owns the Kafka producer
+``EventPublisher.publish`` appends the event to an in-memory queue (the background thread
+encodes it): a few microseconds, no I/O, no exception. One background thread owns the Kafka producer
 (idempotent, lingering ``publish_linger_ms`` to fill batches) and a durable :class:`~producers.spool.Spool`:
 
 - while Kafka acknowledges, events go straight to the producer (outcome ``published``);
